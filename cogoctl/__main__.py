@@ -1,0 +1,3 @@
+from cogoctl.cli.app import main
+
+main()

@@ -1,0 +1,243 @@
+"""`cogoctl up` and `cogoctl down`: starting and stopping the supervisor itself."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from cogoctl import paths
+from cogoctl.cli.app import ProfileOpt
+from cogoctl.cli.common import client_for, client_for_state, err, state_dir_for
+from cogoctl.errors import AlreadyRunningError, ExitCode, NoSupervisorError, StartFailedError
+
+
+def register(app: typer.Typer) -> None:
+    app.command(help="Start the supervisor and its workers (foreground with a live view, or -d).")(up)
+    app.command(help="Stop every worker (reverse start order) and the supervisor.")(down)
+
+
+def _lock_free(state_dir: Path) -> bool:
+    """True when no supervisor holds this state dir's lock."""
+    try:
+        fd = os.open(state_dir / paths.LOCK_NAME, os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
+    return True
+
+
+def _running_pid(state_dir: Path) -> str:
+    try:
+        return (state_dir / paths.PID_NAME).read_text().strip()
+    except OSError:
+        return "?"
+
+
+def _spawn_daemon(profile_path: str, state_dir: Path, detach: bool) -> tuple[subprocess.Popen[bytes], int]:
+    r, w = os.pipe()
+    argv = [
+        sys.executable, "-m", "cogoctl.supervisor.daemon",
+        "--profile", profile_path, "--state-dir", str(state_dir), "--ready-fd", str(w),
+    ]  # fmt: skip
+    if detach:
+        argv.append("--fail-fast")
+    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    out = open(state_dir / "supervisor.out", "ab")  # tracebacks of a crashing supervisor land here
+
+    def child_setup() -> None:
+        if not detach:  # foreground: the supervisor goes when this CLI goes, even on SIGKILL
+            import ctypes
+
+            ctypes.CDLL(None).prctl(1, signal.SIGTERM, 0, 0, 0)
+
+    try:
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=out,
+            pass_fds=(w,),
+            start_new_session=True,
+            preexec_fn=child_setup,
+            close_fds=True,
+        )
+    finally:
+        os.close(w)
+        out.close()
+    return proc, r
+
+
+def _read_report(fd: int) -> dict[str, Any] | None:
+    buf = b""
+    with os.fdopen(fd, "rb") as fh:
+        buf = fh.readline()
+    if not buf:
+        return None
+    try:
+        return json.loads(buf)
+    except ValueError:
+        return None
+
+
+def _failure_text(report: dict[str, Any], state_dir: Path) -> str:
+    if "error" in report:
+        return str(report["error"])
+    lines = [
+        f"worker {report['worker']} ({report['instance']}) could not start: {report['reason']}"
+        + (f" [last {report['exit']}]" if report.get("exit") and report["exit"] not in report["reason"] else "")
+    ]
+    tail = report.get("log_tail") or []
+    if tail:
+        lines.append(f"last log lines of {report['instance']}:")
+        lines += [f"  {line}" for line in tail]
+    else:
+        lines.append(f"(no output; log: {state_dir / 'logs' / (report['instance'] + '.log')})")
+    return "\n".join(lines)
+
+
+def _supervisor_out_tail(state_dir: Path) -> str:
+    try:
+        text = (state_dir / "supervisor.out").read_text(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.strip().splitlines()[-5:])
+
+
+def up(
+    profile: ProfileOpt = "dev",
+    detach: Annotated[
+        bool, typer.Option("--detach", "-d", help="Run in the background; return once all are RUNNING.")
+    ] = False,
+) -> None:
+    from cogoctl.profile import load_profile
+
+    prof = load_profile(profile)  # a bad profile fails here, before anything starts (exit 2)
+    sd = state_dir_for(profile)
+    if not _lock_free(sd):
+        raise AlreadyRunningError(
+            f"a supervisor (pid {_running_pid(sd)}) is already running for state dir {sd}; "
+            "use `cogoctl status`, or `cogoctl down` first"
+        )
+    proc, ready_r = _spawn_daemon(prof.path, sd, detach)
+    if detach:
+        _up_detached(proc, ready_r, sd)
+    else:
+        _up_foreground(proc, ready_r, sd, profile)
+
+
+def _up_detached(proc: subprocess.Popen[bytes], ready_r: int, sd: Path) -> None:
+    report = _read_report(ready_r)
+    if report is None:
+        proc.wait()
+        tail = _supervisor_out_tail(sd)
+        raise StartFailedError(
+            f"the supervisor exited during start (code {proc.returncode})" + (f":\n{tail}" if tail else "")
+        )
+    if not report.get("ok"):
+        proc.wait()  # it stops everything it started before exiting (fail-fast)
+        exc = StartFailedError(_failure_text(report, sd))
+        if "code" in report:
+            exc.exit_code = ExitCode(report["code"]) if report["code"] in iter(ExitCode) else ExitCode.FAILED
+        raise exc
+    from cogoctl.cli.render import console, status_table
+
+    data = client_for_state(sd).get("/api/workers/status")
+    out = console()
+    out.print(status_table(data["workers"]))
+    out.print(f"supervisor pid {report['pid']} running; socket {report['socket']}")
+
+
+def _up_foreground(proc: subprocess.Popen[bytes], ready_r: int, sd: Path, profile: str) -> None:
+    from rich.console import Group
+    from rich.live import Live
+    from rich.text import Text
+
+    from cogoctl.cli.render import console as render_console
+    from cogoctl.cli.render import status_table
+
+    console = render_console()
+    stopping: list[str] = []
+
+    def forward(signum: int, _frame: object) -> None:
+        if not stopping:
+            stopping.append(signal.Signals(signum).name)
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+
+    signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGTERM, forward)
+    os.set_blocking(ready_r, False)
+    report: dict[str, Any] | None = None
+    buf = b""
+    client = None
+    notice = Text("starting…", style="cyan")
+    with Live(console=console, refresh_per_second=4, transient=False) as live:
+        while proc.poll() is None:
+            if report is None and ready_r >= 0:
+                with contextlib.suppress(BlockingIOError):
+                    chunk = os.read(ready_r, 65536)
+                    if chunk:
+                        buf += chunk
+                    else:
+                        os.close(ready_r)
+                        ready_r = -1
+                if b"\n" in buf:
+                    report = json.loads(buf.split(b"\n", 1)[0])
+                    if report.get("ok"):
+                        notice = Text("all workers RUNNING; Ctrl-C stops everything", style="green")
+                    else:
+                        notice = Text(_failure_text(report, sd), style="red")
+            if stopping:
+                notice = Text(f"{stopping[0]}: stopping workers in reverse start order…", style="magenta")
+            try:
+                if client is None:
+                    client = client_for_state(sd)
+                data = client.get("/api/workers/status", timeout=2.0)
+                live.update(Group(status_table(data["workers"], title=f"cogoctl — {profile}"), notice))
+            except NoSupervisorError:
+                live.update(notice)
+            except Exception:
+                live.update(notice)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=0.5)
+    code = proc.returncode
+    if code not in (0, None) and not stopping:
+        tail = _supervisor_out_tail(sd)
+        err(f"cogoctl: the supervisor exited with code {code}" + (f":\n{tail}" if tail else ""))
+        raise typer.Exit(code if code > 0 else 1)
+    console.print("all workers stopped")
+
+
+def down(
+    profile: ProfileOpt = "dev",
+    no_wait: Annotated[bool, typer.Option("--no-wait", help="Return once the shutdown is requested.")] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for everything to stop.")] = 120.0,
+) -> None:
+    sd = state_dir_for(profile)
+    client = client_for(profile)
+    answer = client.post("/api/shutdown")
+    if no_wait:
+        print(f"shutdown requested (supervisor pid {answer['pid']})")
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if _lock_free(sd):
+            print(f"supervisor pid {answer['pid']} and all its workers stopped")
+            return
+        time.sleep(0.05)
+    raise StartFailedError(f"the supervisor (pid {answer['pid']}) did not stop within {timeout:g}s")

@@ -1,0 +1,1 @@
+"""The supervisor daemon. Imported only by the daemon process, never by the CLI's light commands."""

@@ -1,0 +1,204 @@
+"""Control API routes (the same on the Unix socket and on the optional TCP listener)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cogoctl.protocol import ErrorCode
+from cogoctl.supervisor.http import HTTPError, Request, Response, Stream, WebSocketRoute
+from cogoctl.supervisor.instance import Instance
+from cogoctl.supervisor.manager import NotFound
+from cogoctl.supervisor.states import DOWN, State
+
+if TYPE_CHECKING:
+    from cogoctl.supervisor.daemon import Daemon
+
+Route = tuple[str, re.Pattern[str], Callable[..., Awaitable[Any]]]
+OPENAPI_PATH = Path(__file__).resolve().parent.parent / "openapi.json"
+
+
+class Api:
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+        self.manager = daemon.manager
+        self.routes: list[Route] = []
+        add = self._add
+        add("GET", r"/api/workers/status", self.status)
+        add("GET", r"/api/workers/(?P<target>[^/]+)/health", self.health)
+        add("POST", r"/api/workers/(?P<target>[^/]+)/(?P<action>start|stop|restart)", self.control)
+        add("GET", r"/api/workers/(?P<target>[^/]+)/logs", self.logs)
+        add("GET", r"/api/events", self.events)
+        add("GET", r"/api/config", self.config)
+        add("POST", r"/api/shutdown", self.shutdown)
+        add("GET", r"/openapi.json", self.openapi)
+        add("GET", r"/api/ping", self.ping)
+
+    def _add(self, method: str, pattern: str, handler: Callable[..., Awaitable[Any]]) -> None:
+        self.routes.append((method, re.compile(f"^{pattern}$"), handler))
+
+    async def __call__(self, req: Request) -> Response | Stream | WebSocketRoute:
+        path_matched = False
+        for method, pattern, handler in self.routes:
+            m = pattern.match(req.path)
+            if not m:
+                continue
+            path_matched = True
+            if method != req.method:
+                continue
+            return await handler(req, **m.groupdict())
+        if path_matched:
+            raise HTTPError(ErrorCode.BAD_REQUEST, f"method {req.method} not allowed on {req.path}")
+        raise HTTPError(ErrorCode.NOT_FOUND, f"no route {req.method} {req.path} (see GET /openapi.json)")
+
+    def _resolve(self, target: str) -> list[Instance]:
+        try:
+            return self.manager.resolve(target)
+        except NotFound as exc:
+            raise HTTPError(ErrorCode.NOT_FOUND, str(exc.args[0])) from None
+
+    # ------------------------------------------------------------------ routes
+
+    async def ping(self, req: Request) -> Response:
+        return Response(body={"ok": True, "pid": self.daemon.pid, "profile": self.manager.profile.path})
+
+    async def status(self, req: Request) -> Response:
+        target = req.query.get("name") or None
+        if target:
+            self._resolve(target)
+        return Response(body={"workers": self.manager.status(target), "supervisor": self.daemon.describe()})
+
+    async def health(self, req: Request, target: str) -> Response:
+        insts = self._resolve(target)
+        out = []
+        for inst in insts:
+            snap = inst.snapshot()
+            answer = None
+            probe_error = None
+            if inst.worker.probes and inst.port is not None and inst.alive:
+                _ok, probe_error = await self.manager.probe(inst, inst.worker.health_check.timeout)  # type: ignore[union-attr]
+                answer = inst.health_answer
+                probe_error = probe_error or None
+            out.append(
+                {
+                    **snap,
+                    "health": answer,
+                    "probe_error": probe_error,
+                    "probe_ms": inst.last_probe_ms,
+                    "probe_failures": inst.probe_failures,
+                    "monitor": self.daemon.monitor_view(inst),
+                }
+            )
+        return Response(body={"instances": out})
+
+    async def control(self, req: Request, target: str, action: str) -> Response:
+        insts = self._resolve(target)
+        wait = req.query.get("wait", "1") not in ("0", "false", "no")
+        m = self.manager
+        if action == "start":
+            for inst in insts:
+                m.start_instance(inst, "start requested")
+            ok = await self._wait(insts, wait, lambda i: i.state in (State.RUNNING, State.FATAL, State.EXITED))
+            ok = ok and all(i.state is State.RUNNING for i in insts) if wait else ok
+        elif action == "stop":
+            for inst in insts:
+                m.stop_instance(inst)
+            ok = await self._wait(insts, wait, lambda i: i.state in DOWN and (i.task is None or i.task.done()))
+        else:
+            ok = True
+            if wait:
+                ok = await self.daemon.rolling_restart(insts)
+            else:
+                for inst in insts:
+                    m.restart_instance(inst, "restart requested")
+        snaps = [i.snapshot() for i in insts]
+        status = 200 if ok else 409
+        return Response(status, {"ok": ok, "action": action, "waited": wait, "instances": snaps})
+
+    async def _wait(self, insts: list[Instance], wait: bool, done: Callable[[Instance], bool]) -> bool:
+        if not wait:
+            return True
+        timeout = max(i.worker.start_timeout + i.worker.stop_timeout for i in insts) + 5 if insts else 0
+        return await self.manager.wait_for(lambda: all(done(i) for i in insts), timeout)
+
+    async def logs(self, req: Request, target: str) -> Response | Stream:
+        insts = self._resolve(target)
+        n = req.int_arg("n", 50, 0, 100_000)
+        follow = req.flag("follow")
+        lines: list[tuple[str, str]] = []
+        for inst in insts:
+            lines += [(inst.id, line) for line in inst.log.tail(n)]
+        lines.sort(key=lambda item: item[1][:24])  # by timestamp across instances
+        lines = lines[-n:] if n else []
+        if not follow:
+            return Response(body={"lines": [{"instance": i, "line": line} for i, line in lines]})
+        queues = [(inst.id, inst.log.fanout.subscribe()) for inst in insts]
+
+        async def gen() -> AsyncIterator[bytes]:
+            try:
+                for i, line in lines:
+                    yield _ndjson({"instance": i, "line": line})
+                merged: asyncio.Queue[tuple[str, object]] = asyncio.Queue()
+                pumps = [asyncio.create_task(_pump(iid, q, merged)) for iid, q in queues]
+                try:
+                    while True:
+                        iid, item = await merged.get()
+                        if item is None:
+                            continue
+                        yield _ndjson({"instance": iid, "line": item})
+                finally:
+                    for p in pumps:
+                        p.cancel()
+            finally:
+                for inst, (_, q) in zip(insts, queues, strict=True):
+                    inst.log.fanout.unsubscribe(q)
+
+        return Stream(gen())
+
+    async def events(self, req: Request) -> Response | Stream:
+        n = req.int_arg("n", 50, 0, 100_000)
+        events = self.manager.events.tail(n)
+        if not req.flag("follow"):
+            return Response(body={"events": events})
+        fanout = self.manager.events.fanout
+        q = fanout.subscribe()
+
+        async def gen() -> AsyncIterator[bytes]:
+            try:
+                for ev in events:
+                    yield _ndjson(ev)
+                while True:
+                    item = await q.get()
+                    if item is None:
+                        return
+                    yield (str(item) + "\n").encode()
+            finally:
+                fanout.unsubscribe(q)
+
+        return Stream(gen())
+
+    async def config(self, req: Request) -> Response:
+        return Response(body=self.manager.profile.to_dict())
+
+    async def shutdown(self, req: Request) -> Response:
+        self.daemon.request_shutdown("shutdown requested through the API")
+        return Response(body={"ok": True, "pid": self.daemon.pid})
+
+    async def openapi(self, req: Request) -> Response:
+        return Response(body=OPENAPI_PATH.read_bytes(), content_type="application/json")
+
+
+async def _pump(iid: str, q: asyncio.Queue[object], merged: asyncio.Queue[tuple[str, object]]) -> None:
+    while True:
+        item = await q.get()
+        await merged.put((iid, item))
+        if item is None:
+            return
+
+
+def _ndjson(obj: Any) -> bytes:
+    return (json.dumps(obj, separators=(",", ":"), default=str) + "\n").encode()

@@ -1,0 +1,108 @@
+"""Per-instance cgroups (v1 pids + freezer) so that every descendant is found and killed.
+
+`killpg` misses descendants that called setsid, and psutil's recursive children miss reparented
+ones; a cgroup holds them all. Each instance of a supervisor gets
+``/sys/fs/cgroup/{pids,freezer}/cogoctl/<supervisor-key>/<instance>``; the key is derived from the
+state dir, so the next supervisor on the same state dir can clean up what a killed one left.
+Where cgroups are not writable (not root, cgroup v2 without delegation) this is off and the
+supervisor falls back to process groups; `status --json` says which is in use.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import signal
+import time
+from pathlib import Path
+
+ROOT = Path("/sys/fs/cgroup")
+CONTROLLERS = ("pids", "freezer")
+
+
+def supervisor_key(state_dir: str) -> str:
+    return hashlib.sha1(os.path.realpath(state_dir).encode()).hexdigest()[:12]
+
+
+def available() -> bool:
+    if os.geteuid() != 0:
+        return False
+    for ctl in CONTROLLERS:
+        path = ROOT / ctl
+        if not (path / "cgroup.procs").exists() or not os.access(path, os.W_OK):
+            return False
+    return True
+
+
+class InstanceCgroup:
+    def __init__(self, key: str, instance: str) -> None:
+        self.paths = {ctl: ROOT / ctl / "cogoctl" / key / instance for ctl in CONTROLLERS}
+
+    def create(self) -> None:
+        for path in self.paths.values():
+            path.mkdir(parents=True, exist_ok=True)
+
+    def open_join_fd(self) -> int:
+        """An fd the child writes b"0" to (in preexec_fn) to join before it execs.
+
+        Only the pids controller is joined this way; the freezer is joined by pid after spawn
+        (the child is already in the pids cgroup, so nothing escapes the pids listing)."""
+        return os.open(self.paths["pids"] / "cgroup.procs", os.O_WRONLY | os.O_CLOEXEC)
+
+    def join_freezer(self, pid: int) -> None:
+        with contextlib.suppress(OSError):
+            (self.paths["freezer"] / "cgroup.procs").write_text(str(pid))
+
+    def pids(self) -> list[int]:
+        try:
+            text = (self.paths["pids"] / "cgroup.procs").read_text()
+        except OSError:
+            return []
+        return [int(x) for x in text.split()]
+
+    def kill_all(self, timeout: float = 2.0) -> list[int]:
+        """Freeze, SIGKILL everything inside, thaw; return the pids killed."""
+        killed: list[int] = []
+        freezer = self.paths["freezer"] / "freezer.state"
+        deadline = time.monotonic() + timeout
+        while True:
+            pids = self.pids()
+            if not pids:
+                return killed
+            for pid in pids:
+                # move stragglers into the freezer cgroup, then freeze so no one forks while we kill
+                self.join_freezer(pid)
+            with contextlib.suppress(OSError):
+                freezer.write_text("FROZEN")
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+            with contextlib.suppress(OSError):
+                freezer.write_text("THAWED")
+            if time.monotonic() > deadline:
+                return killed
+            time.sleep(0.005)
+
+    def remove(self) -> None:
+        for path in self.paths.values():
+            with contextlib.suppress(OSError):
+                path.rmdir()
+
+
+def cleanup_stale(key: str) -> list[int]:
+    """Kill whatever a previous supervisor on this state dir left in its cgroups."""
+    killed: list[int] = []
+    base = ROOT / "pids" / "cogoctl" / key
+    if not base.is_dir():
+        return killed
+    for child in base.iterdir():
+        if child.is_dir():
+            cg = InstanceCgroup(key, child.name)
+            killed += cg.kill_all()
+            cg.remove()
+    for ctl in CONTROLLERS:
+        with contextlib.suppress(OSError):
+            (ROOT / ctl / "cogoctl" / key).rmdir()
+    return killed

@@ -1,0 +1,328 @@
+"""The supervisor process: lock, sockets, signals, start-up report, shutdown.
+
+Run by `cogoctl up` as ``python -m cogoctl.supervisor.daemon --profile P --state-dir D``.
+One supervisor per state dir: an flock on cogoctl.lock, held for the whole life of the process,
+decides that (not the pid file, which is informational). The socket is bound only after the
+lock is taken (asyncio's unix server silently unlinks an existing path).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import fcntl
+import json
+import logging
+import logging.handlers
+import os
+import secrets
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from cogoctl import __version__, paths
+from cogoctl.errors import CogoError
+from cogoctl.profile import Profile, load_profile
+from cogoctl.supervisor import cgroup
+from cogoctl.supervisor.http import HTTPServer
+from cogoctl.supervisor.instance import Instance
+from cogoctl.supervisor.manager import Manager, describe_exit
+from cogoctl.supervisor.states import State
+
+log = logging.getLogger("cogoctl.supervisor")
+
+
+class LockHeld(CogoError):
+    pass
+
+
+def read_or_create_token(path: Path) -> str:
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    token = secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(token + "\n")
+    return token
+
+
+def take_lock(state_dir: Path) -> int:
+    fd = os.open(state_dir / paths.LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        pid = "?"
+        with contextlib.suppress(OSError):
+            pid = (state_dir / paths.PID_NAME).read_text().strip()
+        raise LockHeld(
+            f"a supervisor (pid {pid}) is already running for state dir {state_dir}; "
+            "use `cogoctl status`, or `cogoctl down` first"
+        ) from None
+    return fd
+
+
+class Daemon:
+    def __init__(self, profile: Profile, state_dir: Path, ready_fd: int | None, fail_fast: bool) -> None:
+        self.profile = profile
+        self.state_dir = state_dir
+        self.ready_fd = ready_fd
+        self.fail_fast = fail_fast
+        self.pid = os.getpid()
+        self.socket_path = paths.socket_path(state_dir, profile.manager.socket)
+        self.started = time.time()
+        self._shutdown = asyncio.Event()
+        self.shutdown_reason = ""
+        self.exit_code = 0
+        self._servers: list[asyncio.AbstractServer] = []
+        self._http: list[HTTPServer] = []
+        self._first_starting: dict[str, float] = {}
+        self.api_token: str | None = None
+        self.manager: Manager  # set in run()
+
+    # ------------------------------------------------------------------ life
+
+    async def run(self) -> int:
+        lock_fd = take_lock(self.state_dir)
+        try:
+            return await self._run_locked()
+        finally:
+            with contextlib.suppress(OSError):
+                (self.state_dir / paths.PID_NAME).unlink()
+            os.close(lock_fd)
+
+    async def _run_locked(self) -> int:
+        sd = self.state_dir
+        killed = cgroup.cleanup_stale(cgroup.supervisor_key(str(sd))) if cgroup.available() else []
+        (sd / paths.PID_NAME).write_text(f"{self.pid}\n")
+        (sd / "socket.path").write_text(f"{self.socket_path}\n")  # how the CLI finds manager.socket
+        worker_token = read_or_create_token(sd / paths.WORKER_TOKEN_NAME)
+        self.manager = Manager(self.profile, sd, self.socket_path, worker_token)
+        m = self.manager
+        m.listeners.append(self._on_state)
+        m.events.emit("supervisor", action="started", pid=self.pid, profile=self.profile.path, version=__version__)
+        if killed:
+            m.events.emit("cleanup", reason="left by a previous supervisor on this state dir", killed=killed)
+        for cfg in self.profile.enabled_workers:
+            m.add_worker(cfg)
+        self._extend()
+        await self._listen()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.add_signal_handler(sig, self.request_shutdown, f"received {signal.Signals(sig).name}")
+        m.start_all()
+        sampler = asyncio.create_task(m.sample_forever())
+        reporter = asyncio.create_task(self._report_start()) if self.ready_fd is not None else None
+        await self._shutdown.wait()
+        log.info("shutting down: %s", self.shutdown_reason)
+        m.events.emit("supervisor", action="stopping", reason=self.shutdown_reason)
+        if reporter is not None:
+            reporter.cancel()
+        await self._before_stop()
+        await m.stop_all()
+        sampler.cancel()
+        for server in self._servers:
+            server.close()
+        for http in self._http:
+            await http.close_all()
+        with contextlib.suppress(OSError):
+            os.unlink(self.socket_path)
+        m.events.close()
+        return self.exit_code
+
+    def _extend(self) -> None:
+        """Hook for the subsystems that plug into the manager (health monitor, balancer)."""
+
+    async def _before_stop(self) -> None:
+        """Hook run before the workers are stopped."""
+
+    def request_shutdown(self, reason: str) -> None:
+        if not self._shutdown.is_set():
+            self.shutdown_reason = reason
+            self._shutdown.set()
+
+    async def _listen(self) -> None:
+        http = HTTPServer(self._handler())
+        self._http.append(http)
+        path = self.socket_path
+        if len(path.encode()) > paths.MAX_UNIX_PATH:
+            raise CogoError(
+                f"socket path {path} is longer than {paths.MAX_UNIX_PATH} bytes; set COGO_STATE_DIR shorter"
+            )
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)  # stale: we hold the lock, so no live supervisor owns it
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old = os.umask(0o077)
+        try:
+            sock.bind(path)  # created 0600 under umask 077, never chmod'ed after the fact
+        finally:
+            os.umask(old)
+        sock.listen(512)
+        self._servers.append(await asyncio.start_unix_server(http.serve_connection, sock=sock, limit=2**20))
+        api = self.profile.manager.api
+        if api.enabled:
+            self.api_token = read_or_create_token(self.state_dir / paths.API_TOKEN_NAME)
+            tcp = HTTPServer(self._handler(), token=self.api_token)
+            self._http.append(tcp)
+            try:
+                self._servers.append(await asyncio.start_server(tcp.serve_connection, api.host, api.port))
+            except OSError as exc:
+                raise CogoError(
+                    f"manager.api: cannot listen on {api.host}:{api.port}: {exc.strerror}; "
+                    "free the port or change manager.api.port"
+                ) from None
+
+    def _handler(self) -> Any:
+        from cogoctl.supervisor.api import Api
+
+        return Api(self)
+
+    # ------------------------------------------------------------------ start-up report
+
+    def _on_state(self, inst: Instance, old: State, new: State, reason: str) -> None:
+        if new is State.STARTING:
+            self._first_starting.setdefault(inst.id, time.monotonic())
+
+    def _startup_failure(self) -> Instance | None:
+        now = time.monotonic()
+        for inst in self.manager.instances.values():
+            if inst.state in (State.FATAL, State.EXITED):
+                return inst
+            first = self._first_starting.get(inst.id)
+            if first is not None and inst.state is not State.RUNNING and now - first > inst.worker.start_timeout:
+                return inst
+        return None
+
+    async def _report_start(self) -> None:
+        m = self.manager
+
+        def settled() -> bool:
+            return self._startup_failure() is not None or all(i.state is State.RUNNING for i in m.instances.values())
+
+        while not await m.wait_for(settled, 0.25):
+            pass
+        failed = self._startup_failure()
+        if failed is None:
+            self._write_ready({"ok": True, "pid": self.pid, "socket": self.socket_path})
+            return
+        report = {
+            "ok": False,
+            "worker": failed.worker.name,
+            "instance": failed.id,
+            "state": failed.state.value,
+            "exit_code": failed.exit_code,
+            "exit": describe_exit(failed.exit_code) if failed.exit_code is not None else None,
+            "reason": failed.reason,
+            "log_tail": failed.log.tail(10),
+        }
+        self._write_ready(report)
+        if self.fail_fast:
+            self.exit_code = 1
+            self.request_shutdown(f"{failed.id} could not start: {failed.reason}")
+
+    def _write_ready(self, report: dict[str, Any]) -> None:
+        if self.ready_fd is None:
+            return
+        with contextlib.suppress(OSError):
+            os.write(self.ready_fd, (json.dumps(report) + "\n").encode())
+            os.close(self.ready_fd)
+        self.ready_fd = None
+
+    # ------------------------------------------------------------------ views and operations
+
+    def describe(self) -> dict[str, Any]:
+        api = self.profile.manager.api
+        return {
+            "pid": self.pid,
+            "version": __version__,
+            "profile": self.profile.path,
+            "state_dir": str(self.state_dir),
+            "socket": self.socket_path,
+            "uptime_s": round(time.time() - self.started, 3),
+            "cgroups": self.manager.use_cgroups,
+            "api": f"http://{api.host}:{api.port}" if api.enabled else None,
+        }
+
+    def monitor_view(self, inst: Instance) -> dict[str, Any]:
+        cfg = inst.worker
+        return {
+            "probe": f"GET {cfg.health_check.path} every {cfg.health_check.interval:g}s" if cfg.probes else None,  # type: ignore[union-attr]
+            "probe_failures": inst.probe_failures,
+        }
+
+    async def rolling_restart(self, insts: list[Instance]) -> bool:
+        """One instance at a time: restart it and wait until it is RUNNING again."""
+        m = self.manager
+        ok = True
+        for inst in insts:
+            old_pid = inst.pid if inst.alive else None
+            if inst.task is None or inst.task.done():
+                m.start_instance(inst, "restart requested")
+            else:
+                m.restart_instance(inst, "restart requested")
+
+            def settled(inst: Instance = inst, old_pid: int | None = old_pid) -> bool:
+                if (
+                    inst.state in (State.FATAL, State.EXITED, State.STOPPED)
+                    and inst.task is not None
+                    and inst.task.done()
+                ):
+                    return True
+                return inst.state is State.RUNNING and inst.pid != old_pid
+
+            timeout = inst.worker.stop_timeout + inst.worker.start_timeout + 5
+            if not await m.wait_for(settled, timeout) or inst.state is not State.RUNNING:
+                ok = False
+        return ok
+
+
+def _setup_logging(state_dir: Path, profile: Profile) -> None:
+    handler = logging.handlers.RotatingFileHandler(
+        state_dir / paths.SUPERVISOR_LOG,
+        maxBytes=profile.manager.logs.max_size,
+        backupCount=profile.manager.logs.backups,
+        encoding="utf-8",
+    )
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="cogoctl-supervisor")
+    parser.add_argument("--profile", required=True)
+    parser.add_argument("--state-dir", required=True)
+    parser.add_argument("--ready-fd", type=int)
+    parser.add_argument("--fail-fast", action="store_true")
+    args = parser.parse_args(argv)
+    state_dir = Path(args.state_dir)
+    ready_fd = args.ready_fd
+
+    def fail(message: str, code: int) -> int:
+        if ready_fd is not None:
+            with contextlib.suppress(OSError):
+                os.write(ready_fd, (json.dumps({"ok": False, "error": message, "code": code}) + "\n").encode())
+        print(f"cogoctl supervisor: {message}", file=sys.stderr)
+        return code
+
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        profile = load_profile(args.profile)
+        _setup_logging(state_dir, profile)
+        daemon = Daemon(profile, state_dir, ready_fd, args.fail_fast)
+        return asyncio.run(daemon.run())
+    except CogoError as exc:
+        return fail(str(exc), int(exc.exit_code))
+    except OSError as exc:
+        return fail(f"{exc.filename or state_dir}: {exc.strerror}", 1)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

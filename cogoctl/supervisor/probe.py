@@ -1,0 +1,58 @@
+"""GET /health on a worker's TCP port (h11 for HTTP/1.1, asyncio for I/O)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import h11
+
+
+class ProbeError(Exception):
+    pass
+
+
+async def http_get(
+    host: str, port: int, path: str, timeout: float, headers: list[tuple[str, str]] | None = None
+) -> tuple[int, bytes, float]:
+    """Return (status, body, elapsed_ms). Raises ProbeError on connect/timeout/protocol failure."""
+    start = time.perf_counter()
+    try:
+        return await asyncio.wait_for(_get(host, port, path, headers or [], start), timeout)
+    except TimeoutError:
+        raise ProbeError(f"timed out after {timeout:g}s") from None
+    except OSError as exc:
+        raise ProbeError(exc.strerror or str(exc)) from None
+    except h11.ProtocolError as exc:
+        raise ProbeError(f"bad HTTP answer: {exc}") from None
+
+
+async def _get(
+    host: str, port: int, path: str, headers: list[tuple[str, str]], start: float
+) -> tuple[int, bytes, float]:
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        conn = h11.Connection(h11.CLIENT)
+        req = h11.Request(
+            method="GET", target=path, headers=[("Host", f"{host}:{port}"), ("Connection", "close"), *headers]
+        )
+        writer.write(conn.send(req) + conn.send(h11.EndOfMessage()))
+        status = 0
+        body = bytearray()
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                data = await reader.read(65536)
+                conn.receive_data(data)
+                continue
+            if isinstance(event, h11.Response):
+                status = event.status_code
+            elif isinstance(event, h11.Data):
+                body += event.data
+                if len(body) > 1024 * 1024:
+                    raise ProbeError("health answer larger than 1 MiB")
+            elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
+                break
+        return status, bytes(body), (time.perf_counter() - start) * 1000
+    finally:
+        writer.close()
