@@ -86,6 +86,7 @@ class WorkerConfig:
     stop_signal: str = "SIGTERM"
     stop_timeout: float = 10.0
     start_timeout: float = 20.0
+    min_uptime: float = 1.0
     hang_kill_timeout: float = 1.0
     heartbeat_interval: float = 30.0
     heartbeat_misses: int = 3
@@ -222,10 +223,11 @@ class _Doc:
                 key = self._scalar(key_node, path)
                 if isinstance(key, list | dict) or key is None:
                     raise ProfileError(self.file, key_node.start_mark.line + 1, _fmt(path), "keys must be scalars")
+                key_path = (*path, str(key))  # str: an int key is a mapping key, not a list index
                 if key in out:
-                    raise ProfileError(self.file, key_node.start_mark.line + 1, _fmt((*path, key)), "duplicate key")
-                self.lines[(*path, key)] = key_node.start_mark.line + 1
-                out[key] = self._convert(value_node, (*path, key))
+                    raise ProfileError(self.file, key_node.start_mark.line + 1, _fmt(key_path), "duplicate key")
+                self.lines[key_path] = key_node.start_mark.line + 1
+                out[key] = self._convert(value_node, key_path)
             return out
         if isinstance(node, yaml.SequenceNode):
             return [self._convert(item, (*path, i)) for i, item in enumerate(node.value)]
@@ -381,7 +383,7 @@ class _Validator:
 _WORKER_KEYS = {
     "enabled", "command", "runtime", "env", "cwd", "port", "public", "instances", "capabilities",
     "max_concurrency", "queue_limit", "strategy", "depends_on", "restart", "stop_signal",
-    "stop_timeout", "start_timeout", "hang_kill_timeout", "heartbeat_interval", "heartbeat_misses",
+    "stop_timeout", "start_timeout", "min_uptime", "hang_kill_timeout", "heartbeat_interval", "heartbeat_misses",
     "health_check", "limits", "logs", "options",
 }  # fmt: skip
 _DEFAULTABLE = _WORKER_KEYS - {"command", "port", "depends_on", "capabilities"}
@@ -584,6 +586,7 @@ def _parse_worker(v: _Validator, name: str, raw: Any, defaults: dict[str, Any], 
         stop_signal=fld("stop_signal", _signal_name, "SIGTERM"),
         stop_timeout=fld("stop_timeout", parse_duration, 10.0),
         start_timeout=fld("start_timeout", _positive_duration, 20.0),
+        min_uptime=fld("min_uptime", parse_duration, 1.0),
         hang_kill_timeout=fld("hang_kill_timeout", _positive_duration, 1.0),
         heartbeat_interval=fld("heartbeat_interval", _positive_duration, 30.0),
         heartbeat_misses=fld("heartbeat_misses", _int_range(1, 1000), 3),
@@ -651,7 +654,7 @@ def _parse_legacy(v: _Validator, raw: Any) -> LegacyConfig:
             redirection[_port(int(src) if isinstance(src, str) and src.isdigit() else src)] = _port(dst)
         except (ValueError, TypeError):
             raise v.doc.fail(
-                (*redirect_path, src), f"expected legacy_port: worker_port (1-65535), got {src!r}: {dst!r}"
+                (*redirect_path, str(src)), f"expected legacy_port: worker_port (1-65535), got {src!r}: {dst!r}"
             ) from None
     return LegacyConfig(
         enabled=v.field(data, path, "enabled", _bool, False),
@@ -676,6 +679,7 @@ def _check_ports(doc: _Doc, manager: ManagerConfig, workers: dict[str, WorkerCon
         for src in legacy.port_redirection:
             if src in taken:
                 raise doc.fail(
-                    ("legacy_support", "port_redirection", src), f"legacy port {src} is already used by {taken[src]}"
+                    ("legacy_support", "port_redirection", str(src)),
+                    f"legacy port {src} is already used by {taken[src]}",
                 )
             taken[src] = f"legacy_support.port_redirection.{src}"

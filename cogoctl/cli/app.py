@@ -46,7 +46,7 @@ def _register() -> None:
 def main() -> None:
     _register()
     try:
-        app(standalone_mode=False)
+        rc = app(standalone_mode=False)  # returns the code of a typer.Exit raised in a command
     except CogoError as exc:
         if os.environ.get("COGO_DEBUG"):
             raise
@@ -65,4 +65,4 @@ def main() -> None:
             exc.show()
             sys.exit(ExitCode.USAGE)
         raise
-    sys.exit(0)
+    sys.exit(rc if isinstance(rc, int) else 0)

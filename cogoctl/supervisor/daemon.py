@@ -158,9 +158,9 @@ class Daemon:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)  # stale: we hold the lock, so no live supervisor owns it
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        old = os.umask(0o077)
+        old = os.umask(0o177)
         try:
-            sock.bind(path)  # created 0600 under umask 077, never chmod'ed after the fact
+            sock.bind(path)  # created 0600 (umask 177), never chmod'ed after the fact
         finally:
             os.umask(old)
         sock.listen(512)

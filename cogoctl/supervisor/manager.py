@@ -393,7 +393,13 @@ class Manager:
         if cfg.probes:
             needs.append("/health answered")
         if not needs:
-            return True, "started (plain command: no readiness check)"
+            # no readiness signal: it must stay up min_uptime (supervisord's startsecs) to count
+            if cfg.min_uptime > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(proc.exited.wait(), cfg.min_uptime)
+                if not proc.alive:
+                    return False, f"exited within min_uptime {format_duration(cfg.min_uptime)}"
+            return True, f"up for {format_duration(cfg.min_uptime)} (plain command, no readiness check)"
         last_probe_error = ""
         while True:
             if not proc.alive:
