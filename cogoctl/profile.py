@@ -565,7 +565,8 @@ def _parse_worker(v: _Validator, name: str, raw: Any, defaults: dict[str, Any], 
     if not isinstance(options, dict):
         raise v.doc.fail((*at("options"), "options"), "expected a mapping of the worker's own settings")
 
-    port = v.field(own, path, "port", lambda x: None if x is None else _port(x), None)
+    # 0: an ephemeral port (runtime workers report it in hello; plain commands get one in $PORT)
+    port = v.field(own, path, "port", lambda x: None if x is None else _int_range(0, 65535)(x), None)
     instances = fld("instances", _int_range(0, 256), 1)
     return WorkerConfig(
         name=name,
@@ -669,7 +670,7 @@ def _check_ports(doc: _Doc, manager: ManagerConfig, workers: dict[str, WorkerCon
     if manager.api.enabled:
         taken[manager.api.port] = "manager.api.port"
     for w in workers.values():
-        if not w.enabled or w.port is None:
+        if not w.enabled or not w.port:
             continue
         key = f"workers.{w.name}.port"
         if w.port in taken:

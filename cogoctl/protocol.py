@@ -92,6 +92,8 @@ _SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
         "active": (_INT, True),
         "queued": (_INT, True),
         "rss_mb": (_NUM, False),
+        "ok": (_INT, False),  # tasks finished, since start
+        "failed": (_INT, False),  # tasks answered with an error, since start
     },
     "task": {
         "id": (_STR, True),

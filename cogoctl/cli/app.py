@@ -36,10 +36,11 @@ def _root(
 
 
 def _register() -> None:
-    from cogoctl.cli import control, lifecycle, observe
+    from cogoctl.cli import control, lifecycle, monitor, observe
 
     lifecycle.register(app)
     control.register(app)
+    monitor.register(app)
     observe.register(app)
 
 

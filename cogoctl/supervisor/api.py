@@ -37,6 +37,8 @@ class Api:
         add("POST", r"/api/shutdown", self.shutdown)
         add("GET", r"/openapi.json", self.openapi)
         add("GET", r"/api/ping", self.ping)
+        add("GET", r"/api/link", self.link)
+        add("GET", r"/metrics", self.metrics)
 
     def _add(self, method: str, pattern: str, handler: Callable[..., Awaitable[Any]]) -> None:
         self.routes.append((method, re.compile(f"^{pattern}$"), handler))
@@ -187,6 +189,17 @@ class Api:
     async def shutdown(self, req: Request) -> Response:
         self.daemon.request_shutdown("shutdown requested through the API")
         return Response(body={"ok": True, "pid": self.daemon.pid})
+
+    async def link(self, req: Request) -> WebSocketRoute:
+        if req.peer != "unix":
+            raise HTTPError(ErrorCode.UNAUTHORIZED, "worker links are accepted on the unix socket only")
+        return WebSocketRoute(self.daemon.links.serve)
+
+    async def metrics(self, req: Request) -> Response:
+        from cogoctl.supervisor import prom
+
+        body, ctype = prom.render(self.manager, self.daemon.metric_collectors)
+        return Response(body=body, content_type=ctype)
 
     async def openapi(self, req: Request) -> Response:
         return Response(body=OPENAPI_PATH.read_bytes(), content_type="application/json")

@@ -28,8 +28,10 @@ from cogoctl import __version__, paths
 from cogoctl.errors import CogoError
 from cogoctl.profile import Profile, load_profile
 from cogoctl.supervisor import cgroup
+from cogoctl.supervisor.health import HealthMonitor
 from cogoctl.supervisor.http import HTTPServer
 from cogoctl.supervisor.instance import Instance
+from cogoctl.supervisor.link import LinkServer
 from cogoctl.supervisor.manager import Manager, describe_exit
 from cogoctl.supervisor.states import State
 
@@ -111,6 +113,10 @@ class Daemon:
             m.events.emit("cleanup", reason="left by a previous supervisor on this state dir", killed=killed)
         for cfg in self.profile.enabled_workers:
             m.add_worker(cfg)
+        self.links = LinkServer(m)
+        self.monitor = HealthMonitor(m, self.profile.manager.hooks)
+        m.after_sample.append(self.monitor.check_limits)
+        self.metric_collectors: list[Any] = []
         self._extend()
         await self._listen()
         loop = asyncio.get_running_loop()
@@ -125,6 +131,7 @@ class Daemon:
         if reporter is not None:
             reporter.cancel()
         await self._before_stop()
+        self.monitor.close()
         await m.stop_all()
         sampler.cancel()
         for server in self._servers:
@@ -251,9 +258,36 @@ class Daemon:
 
     def monitor_view(self, inst: Instance) -> dict[str, Any]:
         cfg = inst.worker
+        hc = cfg.health_check
+        hb_age = None if inst.last_heartbeat is None else round(time.monotonic() - inst.last_heartbeat, 3)
         return {
-            "probe": f"GET {cfg.health_check.path} every {cfg.health_check.interval:g}s" if cfg.probes else None,  # type: ignore[union-attr]
-            "probe_failures": inst.probe_failures,
+            "heartbeats": {
+                "interval_s": cfg.heartbeat_interval,
+                "misses_allowed": cfg.heartbeat_misses,
+                "window_s": HealthMonitor.window(inst),
+                "last_age_s": hb_age,
+                "seq": inst.heartbeat_seq,
+                "linked": inst.link is not None,
+            }
+            if cfg.runtime
+            else None,
+            "probe": {
+                "path": hc.path,
+                "interval_s": hc.interval,
+                "timeout_s": hc.timeout,
+                "failures_allowed": hc.failures,
+                "failures": inst.probe_failures,
+                "last_ms": inst.last_probe_ms,
+            }
+            if cfg.probes and hc is not None
+            else None,
+            "limits": {
+                "memory_mb": None if cfg.limits.memory is None else cfg.limits.memory / 1048576,
+                "cpu_percent": cfg.limits.cpu,
+                "window_s": cfg.limits.window,
+            },
+            "metrics": inst.metrics,
+            "load": inst.load,
         }
 
     async def rolling_restart(self, insts: list[Instance]) -> bool:

@@ -16,6 +16,8 @@ import contextlib
 import hmac
 import json
 import logging
+import socket
+import struct
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -185,6 +187,17 @@ class WebSocket:
             await self._writer.drain()
         with contextlib.suppress(Exception):
             self._writer.close()
+
+    def peer_pid(self) -> int | None:
+        """The connecting process's pid (SO_PEERCRED), on a unix socket."""
+        sock = self._writer.get_extra_info("socket")
+        if sock is None or sock.family != socket.AF_UNIX:
+            return None
+        try:
+            pid, _uid, _gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+        except OSError:
+            return None
+        return pid
 
     def abort(self) -> None:
         self.closed = True

@@ -114,5 +114,8 @@ class Instance:
             "last_heartbeat_age_s": hb_age,
             "active": self.load.get("active", 0),
             "queued": self.load.get("queued", 0),
+            "tasks_ok": self.load.get("ok"),
+            "tasks_failed": self.load.get("failed"),
+            "heartbeat_seq": self.heartbeat_seq,
             "capabilities": list(self.capabilities),
         }

@@ -69,6 +69,7 @@ class Manager:
         self._sampler = ProcessSampler()
         self._secrets: dict[str, list[str]] = {}
         self.listeners: list[Callable[[Instance, State, State, str], None]] = []
+        self.after_sample: list[Callable[[], None]] = []
         self.started_at = time.time()
         self.shutting_down = False
         self._worker_starters: dict[str, asyncio.Task[None]] = {}
@@ -324,7 +325,7 @@ class Manager:
         inst.probe_failures = 0
         inst.load = {"active": 0, "queued": 0}
         inst.draining = False
-        if inst.index == 0:
+        if inst.index == 0 and cfg.port:
             inst.port = cfg.port
         elif not cfg.runtime and cfg.port is not None:
             inst.port = _free_port()  # plain commands get their port through env
@@ -472,19 +473,16 @@ class Manager:
         assert proc is not None
         if inst.state is not State.STOPPING:
             inst.set_state(State.STOPPING, reason)
-        if hung:
-            # a hung or SIGSTOPped worker cannot act on SIGTERM: SIGABRT now (core/trace), SIGKILL soon
-            proc.signal(signal.SIGABRT)
-            proc.signal(signal.SIGCONT)
-        else:
-            proc.signal(inst.worker.signum)
-            proc.signal(signal.SIGCONT)  # a stopped process must run to see its stop signal
+        # a stopped process must run to see its stop signal; a hung one gets hang_kill_timeout
+        # (passed in as `timeout`) instead of stop_timeout, since its loop cannot act on it
+        proc.signal(inst.worker.signum)
+        proc.signal(signal.SIGCONT)
         try:
             await asyncio.wait_for(proc.exited.wait(), timeout)
         except TimeoutError:
             self.events.emit(
                 "kill", worker=inst.worker.name, instance=inst.id, pid=inst.pid,
-                reason=f"did not exit within {format_duration(timeout)} of {'SIGABRT' if hung else inst.worker.stop_signal}",
+                reason=f"did not exit within {format_duration(timeout)} of {inst.worker.stop_signal}" + (" (hung)" if hung else ""),
             )  # fmt: skip
             proc.kill_everything()
             await proc.exited.wait()
@@ -527,6 +525,8 @@ class Manager:
             live.add(proc.pid)
             live.update(extra)
         self._sampler.forget_except(live)
+        for cb in self.after_sample:
+            cb()
 
     # ------------------------------------------------------------------ views
 

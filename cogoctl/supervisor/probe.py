@@ -1,4 +1,4 @@
-"""GET /health on a worker's TCP port (h11 for HTTP/1.1, asyncio for I/O)."""
+"""HTTP/1.1 requests to loopback: /health probes and webhook hooks (h11 for HTTP, asyncio for I/O)."""
 
 from __future__ import annotations
 
@@ -16,9 +16,21 @@ async def http_get(
     host: str, port: int, path: str, timeout: float, headers: list[tuple[str, str]] | None = None
 ) -> tuple[int, bytes, float]:
     """Return (status, body, elapsed_ms). Raises ProbeError on connect/timeout/protocol failure."""
+    return await http_request("GET", host, port, path, timeout, headers)
+
+
+async def http_request(
+    method: str,
+    host: str,
+    port: int,
+    path: str,
+    timeout: float,
+    headers: list[tuple[str, str]] | None = None,
+    body: bytes = b"",
+) -> tuple[int, bytes, float]:
     start = time.perf_counter()
     try:
-        return await asyncio.wait_for(_get(host, port, path, headers or [], start), timeout)
+        return await asyncio.wait_for(_request(method, host, port, path, headers or [], body, start), timeout)
     except TimeoutError:
         raise ProbeError(f"timed out after {timeout:g}s") from None
     except OSError as exc:
@@ -27,16 +39,20 @@ async def http_get(
         raise ProbeError(f"bad HTTP answer: {exc}") from None
 
 
-async def _get(
-    host: str, port: int, path: str, headers: list[tuple[str, str]], start: float
+async def _request(
+    method: str, host: str, port: int, path: str, headers: list[tuple[str, str]], body_out: bytes, start: float
 ) -> tuple[int, bytes, float]:
     reader, writer = await asyncio.open_connection(host, port)
     try:
         conn = h11.Connection(h11.CLIENT)
-        req = h11.Request(
-            method="GET", target=path, headers=[("Host", f"{host}:{port}"), ("Connection", "close"), *headers]
-        )
-        writer.write(conn.send(req) + conn.send(h11.EndOfMessage()))
+        base = [("Host", f"{host}:{port}"), ("Connection", "close")]
+        if body_out or method != "GET":
+            base.append(("Content-Length", str(len(body_out))))
+        req = h11.Request(method=method, target=path, headers=[*base, *headers])
+        out = conn.send(req)
+        if body_out:
+            out += conn.send(h11.Data(data=body_out))
+        writer.write(out + conn.send(h11.EndOfMessage()))
         status = 0
         body = bytearray()
         while True:
@@ -50,7 +66,7 @@ async def _get(
             elif isinstance(event, h11.Data):
                 body += event.data
                 if len(body) > 1024 * 1024:
-                    raise ProbeError("health answer larger than 1 MiB")
+                    raise ProbeError("answer larger than 1 MiB")
             elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
                 break
         return status, bytes(body), (time.perf_counter() - start) * 1000

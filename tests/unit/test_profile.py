@@ -93,8 +93,8 @@ def test_profile_name_resolution():
 BAD = [
     # (text, line, key, message part)
     ("workers:\n  w:\n    command: [x]\n    colour: red\n", 4, "workers.w.colour", "unknown key"),
-    ("workers:\n  w:\n    command: [x]\n    port: eighty\n", 4, "workers.w.port", "integer from 1 to 65535"),
-    ("workers:\n  w:\n    command: [x]\n    port: 70000\n", 4, "workers.w.port", "integer from 1 to 65535"),
+    ("workers:\n  w:\n    command: [x]\n    port: eighty\n", 4, "workers.w.port", "integer from 0 to 65535"),
+    ("workers:\n  w:\n    command: [x]\n    port: 70000\n", 4, "workers.w.port", "integer from 0 to 65535"),
     ("workers:\n  w:\n    command: [x]\n    stop_timeout: 3 days\n", 4, "workers.w.stop_timeout", "duration"),
     ("workers:\n  w:\n    command: []\n", 3, "workers.w.command", "non-empty list"),
     ("workers:\n  w:\n    port: 3000\n", 2, "workers.w", "missing required key 'command'"),
