@@ -77,6 +77,10 @@ class WorkerConfig:
     port: int | None = None
     public: str = "token"
     instances: int = 1
+    min_instances: int | None = None  # autoscaling bounds (both set: autoscaling on)
+    max_instances: int | None = None
+    scale_up_queue: float = 2.0  # queued tasks per RUNNING instance that trigger a scale-up
+    scale_cooldown: float = 30.0  # between two scaling steps, and idle time before scaling down
     capabilities: tuple[str, ...] = ()
     max_concurrency: int = 4
     queue_limit: int = 100
@@ -336,6 +340,12 @@ def _signal_name(v: Any) -> str:
     return name
 
 
+def _pos_float(v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, int | float) or v <= 0:
+        raise ValueError("a number > 0")
+    return float(v)
+
+
 def _positive_duration(v: Any) -> float:
     seconds = parse_duration(v)
     if seconds <= 0:
@@ -382,6 +392,7 @@ class _Validator:
 
 _WORKER_KEYS = {
     "enabled", "command", "runtime", "env", "cwd", "port", "public", "instances", "capabilities",
+    "min_instances", "max_instances", "scale_up_queue", "scale_cooldown",
     "max_concurrency", "queue_limit", "strategy", "depends_on", "restart", "stop_signal",
     "stop_timeout", "start_timeout", "min_uptime", "hang_kill_timeout", "heartbeat_interval", "heartbeat_misses",
     "health_check", "limits", "logs", "options",
@@ -568,6 +579,20 @@ def _parse_worker(v: _Validator, name: str, raw: Any, defaults: dict[str, Any], 
     # 0: an ephemeral port (runtime workers report it in hello; plain commands get one in $PORT)
     port = v.field(own, path, "port", lambda x: None if x is None else _int_range(0, 65535)(x), None)
     instances = fld("instances", _int_range(0, 256), 1)
+    min_i = v.field(own, path, "min_instances", _int_range(0, 256), None)
+    max_i = v.field(own, path, "max_instances", _int_range(1, 256), None)
+    if (min_i is None) != (max_i is None):
+        raise v.doc.fail((*path, "min_instances" if min_i is None else "max_instances"),
+                         "autoscaling needs both min_instances and max_instances")  # fmt: skip
+    if min_i is not None and max_i is not None:
+        if min_i > max_i:
+            raise v.doc.fail((*path, "max_instances"), f"expected max_instances >= min_instances ({min_i})")
+        if not min_i <= instances <= max_i:
+            if "instances" in own:
+                raise v.doc.fail(
+                    (*path, "instances"), f"expected instances within min_instances..max_instances ({min_i}..{max_i})"
+                )
+            instances = max(min_i, 1) if min_i <= 1 <= max_i else min_i
     return WorkerConfig(
         name=name,
         command=command,
@@ -578,6 +603,10 @@ def _parse_worker(v: _Validator, name: str, raw: Any, defaults: dict[str, Any], 
         port=port,
         public=fld("public", _choice("token", "open"), "token"),
         instances=instances,
+        min_instances=min_i,
+        max_instances=max_i,
+        scale_up_queue=fld("scale_up_queue", _pos_float, 2.0),
+        scale_cooldown=fld("scale_cooldown", parse_duration, 30.0),
         capabilities=v.str_list(own, path, "capabilities", ()),
         max_concurrency=fld("max_concurrency", _int_range(1, 10000), 4),
         queue_limit=fld("queue_limit", _int_range(0, 1_000_000), 100),

@@ -239,3 +239,15 @@ def heartbeat_frame(seq: int, active: int, queued: int, rss_mb: float | None = N
     if rss_mb is not None:
         frame["rss_mb"] = round(rss_mb, 1)
     return frame
+
+
+def exit_status(payload: Any) -> int:
+    """The exit status `cogoctl exec` passes through: the task's exit_code, or 128+N for signal N."""
+    if isinstance(payload, dict):
+        sig = payload.get("signal")
+        if isinstance(sig, int) and not isinstance(sig, bool) and sig > 0:
+            return 128 + sig
+        code = payload.get("exit_code")
+        if isinstance(code, int) and not isinstance(code, bool):
+            return code & 0xFF if code >= 0 else 128 + (-code)
+    return 0

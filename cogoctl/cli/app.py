@@ -36,10 +36,11 @@ def _root(
 
 
 def _register() -> None:
-    from cogoctl.cli import control, lifecycle, monitor, observe
+    from cogoctl.cli import control, lifecycle, monitor, observe, tasks
 
     lifecycle.register(app)
     control.register(app)
+    tasks.register(app)
     monitor.register(app)
     observe.register(app)
 

@@ -9,8 +9,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cogoctl.protocol import ErrorCode
-from cogoctl.supervisor.http import HTTPError, Request, Response, Stream, WebSocketRoute
+from cogoctl.protocol import ErrorCode, error_frame
+from cogoctl.supervisor.dispatch import Sink
+from cogoctl.supervisor.http import HTTPError, Request, Response, Stream, WebSocket, WebSocketClosed, WebSocketRoute
 from cogoctl.supervisor.instance import Instance
 from cogoctl.supervisor.manager import NotFound
 from cogoctl.supervisor.states import DOWN, State
@@ -29,6 +30,7 @@ class Api:
         self.routes: list[Route] = []
         add = self._add
         add("GET", r"/api/workers/status", self.status)
+        add("POST", r"/api/workers/execute", self.execute)
         add("GET", r"/api/workers/(?P<target>[^/]+)/health", self.health)
         add("POST", r"/api/workers/(?P<target>[^/]+)/(?P<action>start|stop|restart)", self.control)
         add("GET", r"/api/workers/(?P<target>[^/]+)/logs", self.logs)
@@ -38,6 +40,8 @@ class Api:
         add("GET", r"/openapi.json", self.openapi)
         add("GET", r"/api/ping", self.ping)
         add("GET", r"/api/link", self.link)
+        add("GET", r"/api/tasks/stream", self.task_stream)
+        add("POST", r"/api/workers/(?P<target>[^/]+)/scale", self.scale)
         add("GET", r"/metrics", self.metrics)
 
     def _add(self, method: str, pattern: str, handler: Callable[..., Awaitable[Any]]) -> None:
@@ -70,9 +74,112 @@ class Api:
 
     async def status(self, req: Request) -> Response:
         target = req.query.get("name") or None
-        if target:
-            self._resolve(target)
-        return Response(body={"workers": self.manager.status(target), "supervisor": self.daemon.describe()})
+        insts = self._resolve(target) if target else self.manager.resolve("all")
+        d = self.daemon.dispatcher
+        workers = [{**i.snapshot(), "inflight": d.load(i), "draining": i.draining} for i in insts]
+        return Response(body={"workers": workers, "balancer": d.view(), "supervisor": self.daemon.describe()})
+
+    # -- tasks ---------------------------------------------------------------------------
+
+    async def execute(self, req: Request) -> Response | Stream:
+        """POST {workerType|capability, task, priority, timeout_s, idempotent} -> the result.
+        With ?stream=1: NDJSON over a chunked answer, events then the final frame; hanging up cancels."""
+        sink = Sink()
+        job = self.daemon.dispatcher.submit(req.json(), sink)
+        if req.flag("stream"):
+            return Stream(self._stream_job(job, sink))
+        try:
+            final = await asyncio.shield(sink.final)
+        except asyncio.CancelledError:
+            self.daemon.dispatcher.cancel(job, ErrorCode.CANCELLED, "client went away")
+            raise
+        events = []
+        while not sink.frames.empty():
+            frame = sink.frames.get_nowait()
+            if frame["type"] == "event" and len(events) < 10_000:
+                events.append({"event": frame["event"], "data": frame.get("data")})
+        if final["type"] == "error":
+            code = ErrorCode(final["code"])
+            body = {"error": {"code": code.value, "message": final["message"], "details": final.get("details")},
+                    "id": final.get("id"), "instance": final.get("instance")}  # fmt: skip
+            return Response(code.http_status, body)
+        return Response(body={"id": final["id"], "instance": final.get("instance"), "result": final.get("payload"),
+                              "duration_ms": final.get("duration_ms"), "events": events})  # fmt: skip
+
+    async def _stream_job(self, job: Any, sink: Sink) -> AsyncIterator[bytes]:
+        try:
+            yield _ndjson({"type": "accepted", "id": job.client_id, "worker": job.worker})
+            while True:
+                frame = await sink.frames.get()
+                yield _ndjson(frame)
+                if frame["type"] in ("result", "error"):
+                    return
+        finally:
+            if not sink.final.done():  # the client hung up (Ctrl-C on exec): cancel on the worker
+                self.daemon.dispatcher.cancel(job, ErrorCode.CANCELLED, "client went away")
+
+    async def task_stream(self, req: Request) -> WebSocketRoute:
+        return WebSocketRoute(self._ws_task)
+
+    async def _ws_task(self, ws: WebSocket) -> None:
+        raw = await ws.recv()
+        if raw is None:
+            return
+        sink = Sink()
+        try:
+            request = json.loads(raw)
+            job = self.daemon.dispatcher.submit(request, sink)
+        except (ValueError, HTTPError) as exc:
+            err = (
+                exc
+                if isinstance(exc, HTTPError)
+                else HTTPError(ErrorCode.BAD_REQUEST, f"first frame is not JSON: {exc}")
+            )
+            await ws.send(json.dumps(error_frame(err.code, str(err), None, **err.details)))
+            return
+        await ws.send(json.dumps({"type": "accepted", "id": job.client_id, "worker": job.worker}))
+
+        async def client_frames() -> None:
+            while True:
+                msg = await ws.recv()
+                if msg is None:
+                    return
+                try:
+                    if json.loads(msg).get("type") == "cancel":
+                        self.daemon.dispatcher.cancel(job, ErrorCode.CANCELLED, "cancelled by the client")
+                except (ValueError, AttributeError):
+                    continue
+
+        reader = asyncio.create_task(client_frames())
+        try:
+            while True:
+                getter = asyncio.ensure_future(sink.frames.get())
+                done, _ = await asyncio.wait({getter, reader}, return_when=asyncio.FIRST_COMPLETED)
+                if getter not in done:
+                    getter.cancel()
+                    if not sink.final.done():
+                        self.daemon.dispatcher.cancel(job, ErrorCode.CANCELLED, "client went away")
+                    return
+                frame = getter.result()
+                await ws.send(json.dumps(frame))
+                if frame["type"] in ("result", "error"):
+                    return
+        except WebSocketClosed:
+            if not sink.final.done():
+                self.daemon.dispatcher.cancel(job, ErrorCode.CANCELLED, "client went away")
+        finally:
+            reader.cancel()
+
+    async def scale(self, req: Request, target: str) -> Response:
+        if target not in self.manager.workers:
+            raise HTTPError(ErrorCode.NOT_FOUND, f"no worker named {target!r} (scale takes a worker name)")
+        body = req.json()
+        count = body.get("instances") if isinstance(body, dict) else None
+        if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= 256:
+            raise HTTPError(ErrorCode.BAD_REQUEST, "'instances' must be an integer from 0 to 256")
+        ok = await self.daemon.scaler.scale(target, count, "scale requested")
+        snaps = [i.snapshot() for i in self.manager.by_worker[target]]
+        return Response(200 if ok else 409, {"ok": ok, "action": "scale", "instances": snaps})
 
     async def health(self, req: Request, target: str) -> Response:
         insts = self._resolve(target)

@@ -28,11 +28,13 @@ from cogoctl import __version__, paths
 from cogoctl.errors import CogoError
 from cogoctl.profile import Profile, load_profile
 from cogoctl.supervisor import cgroup
+from cogoctl.supervisor.dispatch import BalancerCollector, Dispatcher
 from cogoctl.supervisor.health import HealthMonitor
 from cogoctl.supervisor.http import HTTPServer
 from cogoctl.supervisor.instance import Instance
 from cogoctl.supervisor.link import LinkServer
 from cogoctl.supervisor.manager import Manager, describe_exit
+from cogoctl.supervisor.scaling import Scaler
 from cogoctl.supervisor.states import State
 
 log = logging.getLogger("cogoctl.supervisor")
@@ -116,8 +118,10 @@ class Daemon:
         self.links = LinkServer(m)
         self.monitor = HealthMonitor(m, self.profile.manager.hooks)
         m.after_sample.append(self.monitor.check_limits)
-        self.metric_collectors: list[Any] = []
-        self._extend()
+        self.dispatcher = Dispatcher(m, self.links)
+        self.metric_collectors: list[Any] = [BalancerCollector(self.dispatcher)]
+        self.scaler = Scaler(m, self.dispatcher)
+        self.autoscaler = asyncio.create_task(self.scaler.autoscale_forever())
         await self._listen()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
@@ -130,7 +134,8 @@ class Daemon:
         m.events.emit("supervisor", action="stopping", reason=self.shutdown_reason)
         if reporter is not None:
             reporter.cancel()
-        await self._before_stop()
+        self.autoscaler.cancel()
+        self.dispatcher.fail_all(f"the supervisor is stopping ({self.shutdown_reason})")
         self.monitor.close()
         await m.stop_all()
         sampler.cancel()
@@ -142,12 +147,6 @@ class Daemon:
             os.unlink(self.socket_path)
         m.events.close()
         return self.exit_code
-
-    def _extend(self) -> None:
-        """Hook for the subsystems that plug into the manager (health monitor, balancer)."""
-
-    async def _before_stop(self) -> None:
-        """Hook run before the workers are stopped."""
 
     def request_shutdown(self, reason: str) -> None:
         if not self._shutdown.is_set():
@@ -290,16 +289,19 @@ class Daemon:
             "load": inst.load,
         }
 
-    async def rolling_restart(self, insts: list[Instance]) -> bool:
-        """One instance at a time: restart it and wait until it is RUNNING again."""
+    async def rolling_restart(self, insts: list[Instance], reason: str = "restart requested") -> bool:
+        """One instance at a time: drain it (no new tasks, in-flight ones finish), restart it, and
+        wait until it is RUNNING again before the next. With several instances, tasks keep flowing."""
         m = self.manager
         ok = True
         for inst in insts:
             old_pid = inst.pid if inst.alive else None
             if inst.task is None or inst.task.done():
-                m.start_instance(inst, "restart requested")
+                m.start_instance(inst, reason)
             else:
-                m.restart_instance(inst, "restart requested")
+                if inst.state is State.RUNNING and len(m.by_worker[inst.worker.name]) > 1:
+                    await self.dispatcher.drain(inst, inst.worker.stop_timeout)
+                m.restart_instance(inst, reason)
 
             def settled(inst: Instance = inst, old_pid: int | None = old_pid) -> bool:
                 if (

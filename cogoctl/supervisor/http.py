@@ -178,6 +178,13 @@ class WebSocket:
                 self.closed = True
                 raise WebSocketClosed() from exc
 
+    def send_nowait(self, text: str) -> None:
+        """Queue a message without waiting for the peer (the transport buffers it, in order)."""
+        if self.closed or self._writer.is_closing():
+            self.closed = True
+            raise WebSocketClosed()
+        self._writer.write(self._ws.send(TextMessage(data=text)))
+
     async def close(self, code: int = 1000, reason: str = "") -> None:
         if self.closed:
             return

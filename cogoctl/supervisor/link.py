@@ -43,6 +43,9 @@ class Link:
     async def send(self, frame: dict[str, Any]) -> None:
         await self.ws.send(protocol.encode(frame))
 
+    def send_nowait(self, text: str) -> None:
+        self.ws.send_nowait(text)
+
     def close_from_supervisor(self) -> None:
         self.ws.abort()
 

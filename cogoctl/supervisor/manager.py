@@ -90,6 +90,22 @@ class Manager:
         self.by_worker[cfg.name].append(inst)
         return inst
 
+    def add_instance(self, cfg: WorkerConfig) -> Instance:
+        """One more instance, with the lowest index not in use."""
+        used = {i.index for i in self.by_worker[cfg.name]}
+        index = next(n for n in range(len(used) + 1) if n not in used)
+        inst = self._add_instance(cfg, index)
+        self.by_worker[cfg.name].sort(key=lambda i: i.index)
+        return inst
+
+    def remove_instance(self, inst: Instance) -> None:
+        """Forget a stopped instance (scale down). Its log file stays on disk."""
+        assert not inst.alive
+        self.instances.pop(inst.id, None)
+        self.by_worker[inst.worker.name].remove(inst)
+        inst.log.close()
+        self.notify()
+
     def resolve(self, target: str) -> list[Instance]:
         """A worker name (all its instances), an instance id, or `all`."""
         if target == "all":

@@ -36,6 +36,22 @@ async def emit(task: TaskContext):
     return {"exit_code": int(task.payload.get("exit_code", 0))}
 
 
+@worker.handler("test", "run")
+async def run(task: TaskContext):
+    """What `cogoctl exec rt -c TEXT ARGS` sends: prints TEXT (or the script's content), exits with
+    the code given as `exit=N` in the args, sleeps `sleep=S` first."""
+    text = task.payload.get("code") or task.payload.get("script", {}).get("content", "")
+    code = 0
+    for arg in task.payload.get("args", []):
+        if arg.startswith("exit="):
+            code = int(arg[5:])
+        if arg.startswith("sleep="):
+            await asyncio.sleep(float(arg[6:]))
+    await task.emit("stdout", text + "\n")
+    await task.emit("stderr", f"from {worker.settings.instance}\n")
+    return {"exit_code": code, "instance": worker.settings.instance}
+
+
 @worker.handler("test", "fail")
 async def fail(task: TaskContext):
     raise TaskError(ErrorCode.BAD_REQUEST, "asked to fail")
