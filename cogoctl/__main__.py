@@ -1,3 +1,3 @@
-from cogoctl.cli.app import main
+from cogoctl.cli.main import main
 
 main()

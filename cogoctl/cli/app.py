@@ -1,14 +1,13 @@
-"""The Typer app, global options and error handling (one line per error, documented exit codes)."""
+"""The Typer app and its global options. Entry point and error handling: cogoctl/cli/main.py."""
 
 from __future__ import annotations
 
 import os
-import sys
 from typing import Annotated
 
 import typer
 
-from cogoctl.errors import CogoError, ExitCode
+from cogoctl.errors import ExitCode
 
 app = typer.Typer(
     name="cogoctl",
@@ -45,26 +44,18 @@ def _register() -> None:
     observe.register(app)
 
 
-def main() -> None:
+def run(argv: list[str]) -> int:
+    """Run the Typer CLI; return its exit code. Errors propagate to cli/main.py."""
     _register()
     try:
-        rc = app(standalone_mode=False)  # returns the code of a typer.Exit raised in a command
-    except CogoError as exc:
-        if os.environ.get("COGO_DEBUG"):
-            raise
-        print(f"cogoctl: {exc}", file=sys.stderr)
-        sys.exit(int(exc.exit_code))
-    except KeyboardInterrupt:
-        sys.exit(130)
+        rc = app(args=argv, prog_name="cogoctl", standalone_mode=False)  # a typer.Exit's code comes back
     except typer.Exit as exc:
-        sys.exit(exc.exit_code)
+        return int(exc.exit_code)
     except typer.Abort:
-        sys.exit(130)
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(ExitCode.USAGE)
+        return 130
+    except Exception as exc:  # usage errors of typer's (vendored) click know how to show themselves
+        if callable(getattr(exc, "show", None)) and callable(getattr(exc, "format_message", None)):
+            exc.show()  # type: ignore[attr-defined]
+            return int(ExitCode.USAGE)
         raise
-    sys.exit(rc if isinstance(rc, int) else 0)
+    return rc if isinstance(rc, int) else 0

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import sys
 from typing import Annotated
 
 import typer
@@ -27,16 +27,9 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
     profile: ProfileOpt = "dev",
 ) -> None:
-    from urllib.parse import quote
+    from cogoctl.cli.fast import status_command
 
-    path = "/api/workers/status" + (f"?name={quote(name)}" if name else "")
-    data = client_for(profile).get(path)
-    if as_json:
-        print(json.dumps(data, indent=2))
-        return
-    from cogoctl.cli.render import console, status_table
-
-    console().print(status_table(data["workers"]))
+    status_command(name, as_json, profile)
 
 
 def _act(action: str, target: str, profile: str, no_wait: bool) -> None:
@@ -44,12 +37,11 @@ def _act(action: str, target: str, profile: str, no_wait: bool) -> None:
 
     client = client_for(profile, timeout=None)
     data = client.post(f"/api/workers/{quote(target, safe='')}/{action}?wait={0 if no_wait else 1}", ok=(200, 409))
-    from cogoctl.cli.render import console, status_table
+    from cogoctl.cli.render import print_status
 
-    out = console()
-    out.print(status_table(data["instances"]))
+    print_status(data["instances"])
     if not data["ok"]:
-        out.print(f"[red]{action} {target}: not every instance reached the wanted state[/red]")
+        print(f"cogoctl: {action} {target}: not every instance reached the wanted state", file=sys.stderr)
         raise typer.Exit(ExitCode.FAILED)
 
 

@@ -154,12 +154,10 @@ def _up_detached(proc: subprocess.Popen[bytes], ready_r: int, sd: Path) -> None:
         if "code" in report:
             exc.exit_code = ExitCode(report["code"]) if report["code"] in iter(ExitCode) else ExitCode.FAILED
         raise exc
-    from cogoctl.cli.render import console, status_table
+    from cogoctl.cli.render import print_status
 
-    data = client_for_state(sd).get("/api/workers/status")
-    out = console()
-    out.print(status_table(data["workers"]))
-    out.print(f"supervisor pid {report['pid']} running; socket {report['socket']}")
+    print_status(client_for_state(sd).get("/api/workers/status")["workers"])
+    print(f"supervisor pid {report['pid']} running; socket {report['socket']}")
 
 
 def _up_foreground(proc: subprocess.Popen[bytes], ready_r: int, sd: Path, profile: str) -> None:
@@ -168,7 +166,7 @@ def _up_foreground(proc: subprocess.Popen[bytes], ready_r: int, sd: Path, profil
     from rich.text import Text
 
     from cogoctl.cli.render import console as render_console
-    from cogoctl.cli.render import status_table
+    from cogoctl.cli.table import status_text
 
     console = render_console()
     stopping: list[str] = []
@@ -208,7 +206,8 @@ def _up_foreground(proc: subprocess.Popen[bytes], ready_r: int, sd: Path, profil
                 if client is None:
                     client = client_for_state(sd)
                 data = client.get("/api/workers/status", timeout=2.0)
-                live.update(Group(status_table(data["workers"], title=f"cogoctl — {profile}"), notice))
+                table = Text.from_ansi(status_text(data["workers"], colour=console.is_terminal, width=console.width))
+                live.update(Group(Text(f"cogoctl — {profile}", style="bold"), table, notice))
             except NoSupervisorError:
                 live.update(notice)
             except Exception:

@@ -31,7 +31,8 @@ def health(
     from rich.panel import Panel
     from rich.table import Table
 
-    from cogoctl.cli.render import STATE_STYLE, console, fmt_uptime
+    from cogoctl.cli.render import STATE_STYLE, console
+    from cogoctl.cli.table import fmt_uptime
 
     out = console()
     unhealthy = False
@@ -79,7 +80,8 @@ def _top_table(data: dict[str, Any]) -> Any:
     from rich.table import Table
     from rich.text import Text
 
-    from cogoctl.cli.render import STATE_STYLE, fmt_uptime
+    from cogoctl.cli.render import STATE_STYLE
+    from cogoctl.cli.table import fmt_uptime
 
     sup = data.get("supervisor", {})
     table = Table(title=f"cogoctl top — supervisor pid {sup.get('pid')}, up {fmt_uptime(sup.get('uptime_s'))}",

@@ -148,13 +148,12 @@ def scale(
 ) -> None:
     from urllib.parse import quote
 
-    from cogoctl.cli.render import console, status_table
+    from cogoctl.cli.render import print_status
 
     data = client_for(profile, timeout=None).post(
         f"/api/workers/{quote(name, safe='')}/scale", {"instances": instances}, ok=(200, 409)
     )
-    out = console()
-    out.print(status_table(data["instances"]))
+    print_status(data["instances"])
     if not data["ok"]:
-        out.print(f"[red]scale {name} {instances}: not every new instance became RUNNING[/red]")
+        print(f"cogoctl: scale {name} {instances}: not every new instance became RUNNING", file=sys.stderr)
         raise typer.Exit(ExitCode.FAILED)

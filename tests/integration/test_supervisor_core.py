@@ -424,13 +424,14 @@ def test_config_prints_effective_profile_with_env_overrides(cogo):
     assert "interval: 45.0" in res.stdout
 
 
-def test_cli_status_does_not_import_daemon_or_servers():
+def test_cli_status_does_not_import_daemon_servers_typer_or_rich():
     code = (
-        "import sys, runpy\n"
-        "sys.argv = ['cogoctl', 'status']\n"
-        "try:\n    runpy.run_module('cogoctl', run_name='__main__')\n"
+        "import sys\n"
+        "sys.argv = ['cogoctl', 'status', '--json']\n"
+        "from cogoctl.cli.main import main\n"
+        "try:\n    main()\n"
         "except SystemExit:\n    pass\n"
-        "bad = [m for m in sys.modules if m.startswith(('cogoctl.supervisor', 'playwright', 'h11', 'wsproto', 'websockets', 'aiohttp', 'asyncio'))]\n"
+        "bad = [m for m in sys.modules if m.startswith(('cogoctl.supervisor', 'playwright', 'h11', 'wsproto', 'websockets', 'aiohttp', 'asyncio', 'typer', 'rich', 'yaml'))]\n"
         "print(bad)\n"
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
