@@ -89,9 +89,13 @@ def circus_conf(d: Path, ports: list[int]) -> Path:
 
 
 class Cogo:
+    cgroups = True
+
     def __init__(self, d: Path, ports: list[int]) -> None:
         self.profile = cogo_profile(d, ports)
         self.env = cogo_env(d / "state")
+        if not self.cgroups:
+            self.env["COGO_CGROUPS"] = "0"
         self.state = d / "state"
 
     def up(self) -> None:
@@ -112,6 +116,10 @@ class Cogo:
 
     def down(self) -> None:
         subprocess.run([*COGOCTL, "down", "-p", str(self.profile)], env=self.env, capture_output=True)
+
+
+class CogoNoCgroups(Cogo):
+    cgroups = False
 
 
 class Supervisord:
@@ -277,8 +285,10 @@ def main() -> None:
     cold = median_ms(cold_start(n))
     rows.append(("bare cold start of the tiny worker (anchor)", f"{cold} ms", "", ""))
     c = median_ms(kill_to_healthy(Cogo, n, None))
+    c0 = median_ms(kill_to_healthy(CogoNoCgroups, n, None))
     s = median_ms(kill_to_healthy(Supervisord, n, bin_))
     rows.append(("SIGKILL → replacement answers /health", f"{c} ms ({c / cold:.2f}x cold start)", f"{s} ms", ""))
+    rows.append(("  same, `COGO_CGROUPS=0` (process groups only)", f"{c0} ms ({c0 / cold:.2f}x cold start)", "", ""))
     for k in (3, 50):
         c = median_ms(status_time(Cogo, k, n, None))
         s = median_ms(status_time(Supervisord, k, n, bin_))

@@ -124,16 +124,18 @@ def up(
         bool, typer.Option("--detach", "-d", help="Run in the background; return once all are RUNNING.")
     ] = False,
 ) -> None:
-    from cogoctl.profile import load_profile
+    from cogoctl.profile import resolve_profile_path
 
-    prof = load_profile(profile)  # a bad profile fails here, before anything starts (exit 2)
+    # the supervisor parses the profile (once); a bad one is reported through the ready pipe with
+    # exit code 2 before anything starts
+    profile_path = str(resolve_profile_path(profile))
     sd = state_dir_for(profile)
     if not _lock_free(sd):
         raise AlreadyRunningError(
             f"a supervisor (pid {_running_pid(sd)}) is already running for state dir {sd}; "
             "use `cogoctl status`, or `cogoctl down` first"
         )
-    proc, ready_r = _spawn_daemon(prof.path, sd, detach)
+    proc, ready_r = _spawn_daemon(profile_path, sd, detach)
     if detach:
         _up_detached(proc, ready_r, sd)
     else:
@@ -154,9 +156,10 @@ def _up_detached(proc: subprocess.Popen[bytes], ready_r: int, sd: Path) -> None:
         if "code" in report:
             exc.exit_code = ExitCode(report["code"]) if report["code"] in iter(ExitCode) else ExitCode.FAILED
         raise exc
-    from cogoctl.cli.render import print_status
+    from cogoctl.cli.table import status_text
 
-    print_status(client_for_state(sd).get("/api/workers/status")["workers"])
+    tty = sys.stdout.isatty()
+    print(status_text(client_for_state(sd).get("/api/workers/status")["workers"], colour=tty))
     print(f"supervisor pid {report['pid']} running; socket {report['socket']}")
 
 
@@ -215,6 +218,13 @@ def _up_foreground(proc: subprocess.Popen[bytes], ready_r: int, sd: Path, profil
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=0.5)
     code = proc.returncode
+    if report is None and ready_r >= 0:  # it exited before the loop read its report
+        os.set_blocking(ready_r, True)
+        report = _read_report(ready_r)
+    if report is not None and "error" in report:  # refused before starting anything (bad profile, lock held)
+        exc = StartFailedError(str(report["error"]))
+        exc.exit_code = ExitCode(report["code"]) if report.get("code") in iter(ExitCode) else ExitCode.FAILED
+        raise exc
     if code not in (0, None) and not stopping:
         tail = _supervisor_out_tail(sd)
         err(f"cogoctl: the supervisor exited with code {code}" + (f":\n{tail}" if tail else ""))

@@ -15,10 +15,26 @@ import hashlib
 import os
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path("/sys/fs/cgroup")
 CONTROLLERS = ("pids", "freezer")
+
+
+def _own_cgroups() -> dict[str, Path]:
+    """Where this process lives in each controller (to return there after a spawn)."""
+    home = {ctl: ROOT / ctl for ctl in CONTROLLERS}
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/cgroup").read_text().splitlines():
+            _, ctls, path = line.split(":", 2)
+            for ctl in ctls.split(","):
+                if ctl in home:
+                    home[ctl] = ROOT / ctl / path.lstrip("/")
+    return home
+
+
+_HOME = _own_cgroups()
 
 
 def supervisor_key(state_dir: str) -> str:
@@ -26,6 +42,8 @@ def supervisor_key(state_dir: str) -> str:
 
 
 def available() -> bool:
+    if os.environ.get("COGO_CGROUPS", "1") == "0":  # opt-out: process groups only
+        return False
     if os.geteuid() != 0:
         return False
     for ctl in CONTROLLERS:
@@ -43,12 +61,21 @@ class InstanceCgroup:
         for path in self.paths.values():
             path.mkdir(parents=True, exist_ok=True)
 
-    def open_join_fd(self) -> int:
-        """An fd the child writes b"0" to (in preexec_fn) to join before it execs.
-
-        Only the pids controller is joined this way; the freezer is joined by pid after spawn
-        (the child is already in the pids cgroup, so nothing escapes the pids listing)."""
-        return os.open(self.paths["pids"] / "cgroup.procs", os.O_WRONLY | os.O_CLOEXEC)
+    @contextlib.contextmanager
+    def born_inside(self) -> Iterator[None]:
+        """Move the supervisor itself into this cgroup for the duration of a spawn: a child is
+        born in its parent's cgroups, so it is inside from its first instruction (no window in
+        which it could fork outside), and no code has to run in the child before exec."""
+        # Only the pids controller: it is what lists an instance's processes. The freezer is
+        # joined when killing (kill_all). Each sparse write to cgroup.procs waits for an RCU grace
+        # period in the kernel (~8 ms measured here), so every write saved is latency saved.
+        me = str(os.getpid())
+        (self.paths["pids"] / "cgroup.procs").write_text(me)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError):
+                (_HOME["pids"] / "cgroup.procs").write_text(me)
 
     def join_freezer(self, pid: int) -> None:
         with contextlib.suppress(OSError):

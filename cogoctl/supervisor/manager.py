@@ -31,7 +31,7 @@ from cogoctl.supervisor.states import DOWN, State, should_restart
 from cogoctl.units import format_duration
 
 log = logging.getLogger("cogoctl.supervisor")
-READY_POLL = 0.02  # readiness is polled fast until start_timeout, not at the probe interval
+READY_POLL = 0.01  # readiness is polled fast until start_timeout, not at the probe interval
 
 
 class NotFound(KeyError):

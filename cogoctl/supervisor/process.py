@@ -2,7 +2,7 @@
 
 - Each process gets its own session (so its process group id is its pid), PR_SET_PDEATHSIG
   (SIGTERM: if the supervisor dies, the worker is told at once), and, when available, its own
-  cgroup, joined before exec so that no descendant escapes.
+  cgroup, which it is born into, so that no descendant escapes.
 - Exits are watched with pidfd_open + the loop's add_reader and reaped with waitpid(pid), never
   waitpid(-1) (that would steal other children's exit codes).
 - stdout/stderr are pipes read by the supervisor, which timestamps each line into the log.
@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
+import errno
 import os
+import shutil
 import signal
 import subprocess
 from collections.abc import Callable
@@ -21,20 +22,34 @@ from collections.abc import Callable
 from cogoctl.supervisor.cgroup import InstanceCgroup
 
 _PR_SET_PDEATHSIG = 1
-_libc = ctypes.CDLL(None, use_errno=True)
 MAX_LINE = 64 * 1024
+# util-linux's setpriv sets PR_SET_PDEATHSIG and execs the command: no Python code has to run in
+# the child, so Popen can use vfork instead of fork+preexec_fn (measured: 17 ms -> <1 ms a spawn
+# in the daemon). Without setpriv, a preexec_fn does the same, slower.
+SETPRIV = shutil.which("setpriv")
 
 
-def _child_setup(join_fd: int | None) -> Callable[[], None]:
-    def setup() -> None:  # runs in the child between fork and exec: async-signal-safe calls only
-        _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-        if join_fd is not None:
-            with contextlib.suppress(OSError):
-                os.write(join_fd, b"0")
-        # default dispositions (the supervisor ignores nothing, but be explicit for SIGPIPE)
-        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+if SETPRIV is None:
+    import ctypes
 
-    return setup
+    _prctl = ctypes.CDLL(None).prctl
+
+
+def _pdeathsig_preexec() -> None:  # between fork and exec: no imports, no allocation-heavy work
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
+def _check_program(argv: tuple[str, ...], env: dict[str, str], cwd: str) -> None:
+    """Fail like exec would, before a wrapper hides the error behind its own exit code."""
+    prog = argv[0]
+    if "/" in prog:
+        path = prog if os.path.isabs(prog) else os.path.join(cwd, prog)
+        if not os.path.exists(path):
+            raise FileNotFoundError(errno.ENOENT, "No such file or directory", prog)
+        if not os.access(path, os.X_OK) or os.path.isdir(path):
+            raise PermissionError(errno.EACCES, "Permission denied", prog)
+    elif shutil.which(prog, path=env.get("PATH", os.defpath)) is None:
+        raise FileNotFoundError(errno.ENOENT, "No such file or directory (not on PATH)", prog)
 
 
 class ManagedProcess:
@@ -56,28 +71,25 @@ class ManagedProcess:
         self._loop = asyncio.get_running_loop()
         self.returncode: int | None = None
         self.exited = asyncio.Event()
-        join_fd = None
+        _check_program(argv, env, cwd)
+        full = (SETPRIV, "--pdeathsig", "TERM", "--", *argv) if SETPRIV else argv
+        spawn_ctx = contextlib.nullcontext()
         if cgroup is not None:
             cgroup.create()
-            join_fd = cgroup.open_join_fd()
-        try:
+            spawn_ctx = cgroup.born_inside()  # type: ignore[assignment]
+        with spawn_ctx:
             self.popen = subprocess.Popen(
-                argv,
+                full,
                 env=env,
                 cwd=cwd,
                 stdin=subprocess.DEVNULL,
+                bufsize=0,  # the pipes are read with os.read: no 8 KB buffer per stream
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 start_new_session=True,
-                preexec_fn=_child_setup(join_fd),
-                pass_fds=(join_fd,) if join_fd is not None else (),
+                preexec_fn=None if SETPRIV else _pdeathsig_preexec,
             )
-        finally:
-            if join_fd is not None:
-                os.close(join_fd)
         self.pid = self.popen.pid
-        if cgroup is not None:
-            cgroup.join_freezer(self.pid)
         self._buffers: dict[str, bytearray] = {"out": bytearray(), "err": bytearray()}
         self._open_streams = 0
         for name, stream in (("out", self.popen.stdout), ("err", self.popen.stderr)):
