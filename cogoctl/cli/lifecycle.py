@@ -159,7 +159,7 @@ def _up_detached(proc: subprocess.Popen[bytes], ready_r: int, sd: Path) -> None:
     from cogoctl.cli.table import status_text
 
     tty = sys.stdout.isatty()
-    print(status_text(client_for_state(sd).get("/api/workers/status")["workers"], colour=tty))
+    print(status_text(report["workers"], colour=tty))  # the snapshot taken when all were RUNNING
     print(f"supervisor pid {report['pid']} running; socket {report['socket']}")
 
 

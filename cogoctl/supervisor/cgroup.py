@@ -63,19 +63,20 @@ class InstanceCgroup:
 
     @contextlib.contextmanager
     def born_inside(self) -> Iterator[None]:
-        """Move the supervisor itself into this cgroup for the duration of a spawn: a child is
-        born in its parent's cgroups, so it is inside from its first instruction (no window in
-        which it could fork outside), and no code has to run in the child before exec."""
-        # Only the pids controller: it is what lists an instance's processes. The freezer is
-        # joined when killing (kill_all). Each sparse write to cgroup.procs waits for an RCU grace
-        # period in the kernel (~8 ms measured here), so every write saved is latency saved.
-        me = str(os.getpid())
-        (self.paths["pids"] / "cgroup.procs").write_text(me)
+        """Move the spawning thread into this cgroup for the duration of a spawn: a child is
+        born in its parent thread's cgroups, so it is inside from its first instruction (no
+        window in which it could fork outside), and no code has to run in the child before exec."""
+        # Only the calling thread moves, by writing "0" to the v1 `tasks` file: moving a whole
+        # process (cgroup.procs) takes the kernel's thread-group lock, an RCU grace period on
+        # sparse writes (measured here: 6.9 ms a spawn, 30 ms under load; 0.65 ms this way).
+        # Only the pids controller: it is what lists an instance's processes; the freezer is
+        # joined when killing (kill_all).
+        (self.paths["pids"] / "tasks").write_text("0")
         try:
             yield
         finally:
             with contextlib.suppress(OSError):
-                (_HOME["pids"] / "cgroup.procs").write_text(me)
+                (_HOME["pids"] / "tasks").write_text("0")
 
     def join_freezer(self, pid: int) -> None:
         with contextlib.suppress(OSError):
@@ -129,7 +130,12 @@ def cleanup_stale(key: str) -> list[int]:
             cg = InstanceCgroup(key, child.name)
             killed += cg.kill_all()
             cg.remove()
+    remove_supervisor(key)
+    return killed
+
+
+def remove_supervisor(key: str) -> None:
+    """Remove a supervisor's (empty) cgroup directories when it stops."""
     for ctl in CONTROLLERS:
         with contextlib.suppress(OSError):
             (ROOT / ctl / "cogoctl" / key).rmdir()
-    return killed

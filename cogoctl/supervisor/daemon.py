@@ -157,6 +157,8 @@ class Daemon:
         self.dispatcher.fail_all(f"the supervisor is stopping ({self.shutdown_reason})")
         self.monitor.close()
         await m.stop_all()
+        if m.use_cgroups:
+            cgroup.remove_supervisor(m.cgroup_key)
         sampler.cancel()
         for server in self._servers:
             server.close()
@@ -234,7 +236,7 @@ class Daemon:
             pass
         failed = self._startup_failure()
         if failed is None:
-            self._write_ready({"ok": True, "pid": self.pid, "socket": self.socket_path})
+            self._write_ready({"ok": True, "pid": self.pid, "socket": self.socket_path, "workers": m.status()})
             return
         report = {
             "ok": False,

@@ -225,6 +225,10 @@ class Manager:
     async def _supervise(self, inst: Instance, reason: str) -> None:
         try:
             await self._lifecycle(inst, reason)
+            # the cgroup is kept across restarts (creating one costs kernel time on the restart
+            # path) and removed once the instance is down for good
+            if inst.proc is not None and inst.proc.cgroup is not None:
+                inst.proc.cgroup.remove()
         except asyncio.CancelledError:
             if inst.proc is not None and inst.proc.alive:
                 inst.proc.kill_everything()
@@ -514,8 +518,6 @@ class Manager:
             self.events.emit("cleanup", worker=inst.worker.name, instance=inst.id, killed=leftovers)
         proc.drain_output()
         proc.close_pipes()
-        if proc.cgroup is not None:
-            proc.cgroup.remove()
         if inst.link is not None:
             with contextlib.suppress(Exception):
                 inst.link.close_from_supervisor()
