@@ -138,6 +138,11 @@ class LegacyConfig:
     host: str = "127.0.0.1"
     port_redirection: dict[int, int] = field(default_factory=dict)
     message_translation: bool = False
+    max_connections: int = 1024  # per listener; more are refused at once
+    idle_timeout: float = 300.0  # a relayed connection with no bytes either way for this long is closed
+
+
+BRIDGE_WORKER = "legacy-bridge"
 
 
 @dataclass(frozen=True)
@@ -419,8 +424,13 @@ def parse_profile(text: str, file: str, environ: dict[str, str]) -> Profile:
         if not isinstance(name, str) or not NAME_RE.match(name):
             raise doc.fail(path, "worker names are lower-case letters, digits, - and _ (at most 63)")
         workers[name] = _parse_worker(v, name, raw, defaults, path)
-    _check_dependencies(doc, workers)
     legacy = _parse_legacy(v, top.get("legacy_support"))
+    if legacy.enabled and legacy.port_redirection and BRIDGE_WORKER not in workers:
+        # the bridge runs as a supervised worker of its own (python -m cogoctl.bridge)
+        bridge = {"command": ["python", "-m", "cogoctl.bridge", "--profile", str(Path(file).resolve())],
+                  "runtime": True, "health_check": None}  # fmt: skip
+        workers[BRIDGE_WORKER] = _parse_worker(v, BRIDGE_WORKER, bridge, defaults, ("legacy_support",))
+    _check_dependencies(doc, workers)
     _check_ports(doc, manager, workers, legacy)
     ordered = {name: workers[name] for name in start_order(workers)}
     return Profile(path=file, name=Path(file).stem, manager=manager, workers=ordered, legacy_support=legacy)
@@ -674,7 +684,8 @@ def start_order(workers: dict[str, WorkerConfig]) -> list[str]:
 
 def _parse_legacy(v: _Validator, raw: Any) -> LegacyConfig:
     path: Path_ = ("legacy_support",)
-    allowed = {"enabled": 1, "host": 1, "port_redirection": 1, "message_translation": 1}
+    allowed = {"enabled": 1, "host": 1, "port_redirection": 1, "message_translation": 1, "max_connections": 1,
+               "idle_timeout": 1}  # fmt: skip
     data = v.mapping(raw, path, allowed)
     redirect_path = (*path, "port_redirection")
     redirect_raw = v.mapping(data.get("port_redirection"), redirect_path, _AnyKey())
@@ -691,6 +702,8 @@ def _parse_legacy(v: _Validator, raw: Any) -> LegacyConfig:
         host=v.field(data, path, "host", _str, "127.0.0.1"),
         port_redirection=redirection,
         message_translation=v.field(data, path, "message_translation", _bool, False),
+        max_connections=v.field(data, path, "max_connections", _int_range(1, 100_000), 1024),
+        idle_timeout=v.field(data, path, "idle_timeout", _positive_duration, 300.0),
     )
 
 

@@ -94,6 +94,7 @@ _SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
         "rss_mb": (_NUM, False),
         "ok": (_INT, False),  # tasks finished, since start
         "failed": (_INT, False),  # tasks answered with an error, since start
+        "stats": (_DICT, False),  # the worker's own counters (name -> number), for /metrics
     },
     "task": {
         "id": (_STR, True),

@@ -35,9 +35,10 @@ def _root(
 
 
 def _register() -> None:
-    from cogoctl.cli import control, lifecycle, monitor, observe, tasks
+    from cogoctl.cli import bridge, control, lifecycle, monitor, observe, tasks
 
     lifecycle.register(app)
+    bridge.register(app)
     control.register(app)
     tasks.register(app)
     monitor.register(app)

@@ -18,10 +18,10 @@ def client_for(profile: str, timeout: float | None = 30.0) -> Client:
 
 
 def client_for_state(sd: Path, timeout: float | None = 30.0) -> Client:
-    return Client(_configured_socket(sd) or paths.socket_path(sd), timeout=timeout)
+    return Client(configured_socket(sd) or paths.socket_path(sd), timeout=timeout)
 
 
-def _configured_socket(sd: Path) -> str | None:
+def configured_socket(sd: Path) -> str | None:
     """A supervisor started with manager.socket writes where it listens next to its pid file."""
     try:
         return (sd / "socket.path").read_text().strip() or None

@@ -17,9 +17,9 @@ import time
 import urllib.parse
 from typing import TYPE_CHECKING
 
+from cogoctl.httpclient import ProbeError, http_request
 from cogoctl.profile import HooksConfig
 from cogoctl.supervisor.instance import Instance
-from cogoctl.supervisor.probe import ProbeError, http_request
 from cogoctl.supervisor.states import State
 from cogoctl.units import format_duration
 

@@ -129,7 +129,7 @@ class LinkServer:
         if kind == "heartbeat":
             inst.last_heartbeat = time.monotonic()
             inst.heartbeat_seq = frame["seq"]
-            inst.load = {k: frame[k] for k in ("active", "queued", "rss_mb", "ok", "failed") if k in frame}
+            inst.load = {k: frame[k] for k in ("active", "queued", "rss_mb", "ok", "failed", "stats") if k in frame}
             for cb in self.on_heartbeat:
                 cb(inst)
         elif kind in ("result", "event", "error"):

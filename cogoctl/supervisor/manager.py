@@ -19,13 +19,14 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from cogoctl.aio import wait_event
+from cogoctl.httpclient import ProbeError, http_get
 from cogoctl.profile import Profile, WorkerConfig, mask_env
 from cogoctl.supervisor import cgroup
 from cogoctl.supervisor.events import EventLog
 from cogoctl.supervisor.instance import Instance, Want
 from cogoctl.supervisor.logs import RotatingLog, mask_secrets, secret_values, utc_stamp
 from cogoctl.supervisor.metrics import ProcessSampler
-from cogoctl.supervisor.probe import ProbeError, http_get
 from cogoctl.supervisor.process import ManagedProcess
 from cogoctl.supervisor.states import DOWN, State, should_restart
 from cogoctl.units import format_duration
@@ -146,9 +147,7 @@ class Manager:
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 return False
-            try:
-                await asyncio.wait_for(ev.wait(), remaining)
-            except TimeoutError:
+            if not await wait_event(ev, remaining):
                 return predicate()
         return True
 
@@ -330,8 +329,7 @@ class Manager:
         inst.restarts += 1
         if delay > 0:
             inst.wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(inst.wake.wait(), delay)
+            await wait_event(inst.wake, delay)
         if inst.want is Want.STOP or self.shutting_down:
             inst.set_state(State.STOPPED, "stop requested during backoff")
             return False
@@ -416,8 +414,7 @@ class Manager:
         if not needs:
             # no readiness signal: it must stay up min_uptime (supervisord's startsecs) to count
             if cfg.min_uptime > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(proc.exited.wait(), cfg.min_uptime)
+                await wait_event(proc.exited, cfg.min_uptime)
                 if not proc.alive:
                     return False, f"exited within min_uptime {format_duration(cfg.min_uptime)}"
             return True, f"up for {format_duration(cfg.min_uptime)} (plain command, no readiness check)"
@@ -450,8 +447,7 @@ class Manager:
                 ok, last_probe_error = await self.probe(inst, min(cfg.health_check.timeout, max(remaining, 0.05)))  # type: ignore[union-attr]
                 if ok:
                     return True, " and ".join(needs)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(proc.exited.wait(), READY_POLL)
+                await wait_event(proc.exited, READY_POLL)
                 continue
             return True, " and ".join(needs)
 
@@ -497,9 +493,7 @@ class Manager:
         # (passed in as `timeout`) instead of stop_timeout, since its loop cannot act on it
         proc.signal(inst.worker.signum)
         proc.signal(signal.SIGCONT)
-        try:
-            await asyncio.wait_for(proc.exited.wait(), timeout)
-        except TimeoutError:
+        if not await wait_event(proc.exited, timeout):
             self.events.emit(
                 "kill", worker=inst.worker.name, instance=inst.id, pid=inst.pid,
                 reason=f"did not exit within {format_duration(timeout)} of {inst.worker.stop_signal}" + (" (hung)" if hung else ""),

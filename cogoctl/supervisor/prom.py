@@ -55,6 +55,9 @@ class _Collector:
         )
         restarts = CounterMetricFamily("cogo_restarts", "restarts of the instance", labels=labels)
         hb = GaugeMetricFamily("cogo_last_heartbeat_age_seconds", "seconds since the last heartbeat", labels=labels)
+        stat = GaugeMetricFamily(
+            "cogo_worker_stat", "a worker's own counters, from its heartbeats", labels=[*labels, "stat"]
+        )
         now = time.monotonic()
         for inst in self.m.instances.values():
             lv = [inst.worker.name, inst.id]
@@ -76,6 +79,9 @@ class _Collector:
             restarts.add_metric(lv, float(inst.restarts))
             if inst.last_heartbeat is not None and inst.alive:
                 hb.add_metric(lv, round(now - inst.last_heartbeat, 3))
-        yield from (status, up, resp, conns, queue, rate, errors, mem, cpu, restarts, hb)
+            for name, value in (load.get("stats") or {}).items():
+                if isinstance(value, int | float) and not isinstance(value, bool):
+                    stat.add_metric([*lv, str(name)], float(value))
+        yield from (status, up, resp, conns, queue, rate, errors, mem, cpu, restarts, hb, stat)
         for collector in self.extra:
             yield from collector.collect()

@@ -50,6 +50,7 @@ class Worker:
         self.health_checks: list[Callable[[], dict[str, Any] | None]] = []
         self.on_start: list[Callable[[], Awaitable[None]]] = []
         self.on_stop: list[Callable[[], Awaitable[None]]] = []
+        self.stats: Callable[[], dict[str, float]] | None = None  # counters sent with each heartbeat
         self._stop: asyncio.Event | None = None  # created in the loop by main()
         self._origins = itertools.count(1)
         self._link_connected = False
@@ -273,6 +274,8 @@ class Worker:
         for seq in itertools.count(1):
             frame = protocol.heartbeat_frame(seq, self.runner.active, self.runner.queued, rss_mb())
             frame["ok"], frame["failed"] = self.runner.ok, self.runner.failed
+            if self.stats is not None:
+                frame["stats"] = self.stats()
             try:
                 await send(protocol.encode(frame))
             except ConnectionClosed:

@@ -7,12 +7,12 @@ and a `send` coroutine for the answers.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from cogoctl.aio import wait_event
 from cogoctl.protocol import ErrorCode, error_frame, event_frame, result_frame
 
 log = logging.getLogger("cogoctl.worker")
@@ -150,15 +150,12 @@ class TaskRunner:
     async def drain(self, grace: float) -> bool:
         """Stop taking tasks; wait up to `grace` for in-flight ones. True if all finished."""
         self.draining = True
-        try:
-            await asyncio.wait_for(self._idle.wait(), grace)
+        if await wait_event(self._idle, grace):
             return True
-        except TimeoutError:
-            for task in list(self._tasks.values()):
-                task.cancel()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._idle.wait(), 1.0)
-            return False
+        for task in list(self._tasks.values()):
+            task.cancel()
+        await wait_event(self._idle, 1.0)
+        return False
 
 
 async def _safe(send: Send, frame: dict[str, Any]) -> None:

@@ -62,11 +62,12 @@ def test_env_substitution_types_plain_scalars():
 def test_packaged_profiles_carry_the_original_design_settings():
     for name, interval, browsers in (("dev", 30.0, 2), ("prod", 15.0, 5)):
         p = load_profile(name, environ={})
-        assert list(p.workers) == ["python-sandbox", "figma-mcp", "browser-worker"]
-        assert [w.port for w in p.workers.values()] == [3011, 3012, 3013]
+        shipped = ["python-sandbox", "figma-mcp", "browser-worker"]
+        assert list(p.workers) == [*shipped, "legacy-bridge"]  # the bridge: legacy_support is enabled
+        assert [p.workers[w].port for w in shipped] == [3011, 3012, 3013]
         assert p.manager.api.port == 3010
         assert all(w.heartbeat_interval == 30.0 for w in p.workers.values())
-        assert all(w.health_check and w.health_check.path == "/health" for w in p.workers.values())
+        assert all(p.workers[w].health_check and p.workers[w].health_check.path == "/health" for w in shipped)
         assert p.workers["python-sandbox"].health_check.interval == interval
         assert p.workers["browser-worker"].options["client_config"]["max_instances"] == browsers
         assert p.workers["figma-mcp"].capabilities == ("figma-design", "ui-generation", "asset-export")
@@ -78,7 +79,7 @@ def test_packaged_profile_env_overrides():
     env = {"WORKER_PYTHON_PORT": "5011", "WORKER_FIGMA_PORT": "5012", "WORKER_BROWSER_PORT": "5013",
            "WORKER_HEALTH_CHECK_INTERVAL": "20", "BROWSER_MAX_INSTANCES": "3"}  # fmt: skip
     p = load_profile("prod", environ=env)
-    assert [w.port for w in p.workers.values()] == [5011, 5012, 5013]
+    assert [p.workers[w].port for w in ("python-sandbox", "figma-mcp", "browser-worker")] == [5011, 5012, 5013]
     assert p.workers["figma-mcp"].health_check.interval == 20.0
     assert p.workers["browser-worker"].options["client_config"]["max_instances"] == 3
 

@@ -1,4 +1,5 @@
-"""HTTP/1.1 requests to loopback: /health probes and webhook hooks (h11 for HTTP, asyncio for I/O)."""
+"""HTTP/1.1 client requests on loopback or a Unix socket: /health probes, webhook hooks, the bridge's
+look-ups (h11 for HTTP, asyncio for I/O)."""
 
 from __future__ import annotations
 
@@ -27,10 +28,12 @@ async def http_request(
     timeout: float,
     headers: list[tuple[str, str]] | None = None,
     body: bytes = b"",
+    unix: str | None = None,
 ) -> tuple[int, bytes, float]:
+    """An HTTP/1.1 request to host:port, or over the Unix socket `unix`."""
     start = time.perf_counter()
     try:
-        return await asyncio.wait_for(_request(method, host, port, path, headers or [], body, start), timeout)
+        return await asyncio.wait_for(_request(method, host, port, path, headers or [], body, start, unix), timeout)
     except TimeoutError:
         raise ProbeError(f"timed out after {timeout:g}s") from None
     except OSError as exc:
@@ -40,9 +43,19 @@ async def http_request(
 
 
 async def _request(
-    method: str, host: str, port: int, path: str, headers: list[tuple[str, str]], body_out: bytes, start: float
+    method: str,
+    host: str,
+    port: int,
+    path: str,
+    headers: list[tuple[str, str]],
+    body_out: bytes,
+    start: float,
+    unix: str | None,
 ) -> tuple[int, bytes, float]:
-    reader, writer = await asyncio.open_connection(host, port)
+    if unix is not None:
+        reader, writer = await asyncio.open_unix_connection(unix)
+    else:
+        reader, writer = await asyncio.open_connection(host, port)
     try:
         conn = h11.Connection(h11.CLIENT)
         base = [("Host", f"{host}:{port}"), ("Connection", "close")]
