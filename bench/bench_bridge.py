@@ -91,7 +91,9 @@ legacy_support:
         finally:
             subprocess.run([*COGOCTL, "down", "-p", str(d / "p.yaml")], env=env, capture_output=True)
     print(f"machine: {machine()}; echo worker in Python (threads); bridge supervised by cogoctl up\n")
-    print("| connections | throughput direct | through the bridge | ratio | p50 RTT direct | p50 RTT bridge | added p50 | p99 bridge |")
+    print(
+        "| connections | throughput direct | through the bridge | ratio | p50 RTT direct | p50 RTT bridge | added p50 | p99 bridge |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for conns, mb, direct, bridged, lat_d, lat_b in rows:
         d50, b50 = statistics.median(lat_d) * 1000, statistics.median(lat_b) * 1000

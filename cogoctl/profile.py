@@ -98,6 +98,8 @@ class WorkerConfig:
     limits: LimitsConfig = LimitsConfig()
     logs: LogsConfig = LogsConfig()
     options: dict[str, Any] = field(default_factory=dict)
+    watch: tuple[str, ...] = ()  # absolute paths or globs; a change restarts this worker (manager.watch)
+    watch_ignore: tuple[str, ...] = ()  # globs matched against the changed path and its file name
 
     @property
     def signum(self) -> int:
@@ -130,6 +132,8 @@ class ManagerConfig:
     metrics_interval: float = 2.0
     hooks: HooksConfig = HooksConfig()
     logs: LogsConfig = LogsConfig()
+    watch: bool = False  # restart workers whose `watch` paths change (dev); `up --watch/--no-watch`
+    watch_debounce: float = 0.3  # a burst of changes within this window is one restart
 
 
 @dataclass(frozen=True)
@@ -400,7 +404,7 @@ _WORKER_KEYS = {
     "min_instances", "max_instances", "scale_up_queue", "scale_cooldown",
     "max_concurrency", "queue_limit", "strategy", "depends_on", "restart", "stop_signal",
     "stop_timeout", "start_timeout", "min_uptime", "hang_kill_timeout", "heartbeat_interval", "heartbeat_misses",
-    "health_check", "limits", "logs", "options",
+    "health_check", "limits", "logs", "options", "watch", "watch_ignore",
 }  # fmt: skip
 _DEFAULTABLE = _WORKER_KEYS - {"command", "port", "depends_on", "capabilities"}
 _RESTART_KEYS = {"policy", "backoff_initial", "backoff_max", "start_limit", "start_window", "stable_after"}
@@ -451,7 +455,11 @@ def _parse_logs(v: _Validator, raw: Any, path: Path_, base: LogsConfig) -> LogsC
 
 def _parse_manager(v: _Validator, raw: Any) -> ManagerConfig:
     path: Path_ = ("manager",)
-    data = v.mapping(raw, path, {"socket": 1, "api": 1, "metrics_interval": 1, "hooks": 1, "logs": 1})
+    data = v.mapping(
+        raw,
+        path,
+        {"socket": 1, "api": 1, "metrics_interval": 1, "hooks": 1, "logs": 1, "watch": 1, "watch_debounce": 1},
+    )
     api_path = (*path, "api")
     api = v.mapping(data.get("api"), api_path, {"enabled": 1, "host": 1, "port": 1})
     hooks_path = (*path, "hooks")
@@ -479,6 +487,8 @@ def _parse_manager(v: _Validator, raw: Any) -> ManagerConfig:
             on=on,
         ),
         logs=_parse_logs(v, data.get("logs"), (*path, "logs"), LogsConfig()),
+        watch=v.field(data, path, "watch", _bool, False),
+        watch_debounce=v.field(data, path, "watch_debounce", parse_duration, 0.3),
     )
 
 
@@ -587,6 +597,8 @@ def _parse_worker(v: _Validator, name: str, raw: Any, defaults: dict[str, Any], 
         raise v.doc.fail((*at("options"), "options"), "expected a mapping of the worker's own settings")
 
     # 0: an ephemeral port (runtime workers report it in hello; plain commands get one in $PORT)
+    watch = tuple(str((v.dir / os.path.expanduser(w)).resolve()) if not os.path.isabs(w) else w
+                  for w in v.str_list(data, at("watch"), "watch", ()))  # fmt: skip
     port = v.field(own, path, "port", lambda x: None if x is None else _int_range(0, 65535)(x), None)
     instances = fld("instances", _int_range(0, 256), 1)
     min_i = v.field(own, path, "min_instances", _int_range(0, 256), None)
@@ -634,6 +646,8 @@ def _parse_worker(v: _Validator, name: str, raw: Any, defaults: dict[str, Any], 
         limits=limits,
         logs=_parse_logs(v, data.get("logs"), (*at("logs"), "logs"), LogsConfig()),
         options=options,
+        watch=watch,
+        watch_ignore=v.str_list(data, at("watch_ignore"), "watch_ignore", ()),
     )
 
 

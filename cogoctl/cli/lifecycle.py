@@ -24,6 +24,9 @@ from cogoctl.errors import AlreadyRunningError, ExitCode, NoSupervisorError, Sta
 def register(app: typer.Typer) -> None:
     app.command(help="Start the supervisor and its workers (foreground with a live view, or -d).")(up)
     app.command(help="Stop every worker (reverse start order) and the supervisor.")(down)
+    app.command(help="Re-read the profile and apply what changed: start, stop, restart or scale only those workers.")(
+        reload
+    )
 
 
 def _lock_free(state_dir: Path) -> bool:
@@ -48,7 +51,9 @@ def _running_pid(state_dir: Path) -> str:
         return "?"
 
 
-def _spawn_daemon(profile_path: str, state_dir: Path, detach: bool) -> tuple[subprocess.Popen[bytes], int]:
+def _spawn_daemon(
+    profile_path: str, state_dir: Path, detach: bool, watch: bool | None
+) -> tuple[subprocess.Popen[bytes], int]:
     r, w = os.pipe()
     argv = [
         sys.executable, "-m", "cogoctl.supervisor.daemon",
@@ -56,6 +61,8 @@ def _spawn_daemon(profile_path: str, state_dir: Path, detach: bool) -> tuple[sub
     ]  # fmt: skip
     if detach:
         argv.append("--fail-fast")
+    if watch is not None:
+        argv.append("--watch" if watch else "--no-watch")
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     out = open(state_dir / "supervisor.out", "ab")  # tracebacks of a crashing supervisor land here
 
@@ -123,6 +130,12 @@ def up(
     detach: Annotated[
         bool, typer.Option("--detach", "-d", help="Run in the background; return once all are RUNNING.")
     ] = False,
+    watch: Annotated[
+        bool | None,
+        typer.Option(
+            "--watch/--no-watch", help="Restart workers when their `watch` paths change (default: manager.watch)."
+        ),
+    ] = None,
 ) -> None:
     from cogoctl.profile import resolve_profile_path
 
@@ -135,7 +148,7 @@ def up(
             f"a supervisor (pid {_running_pid(sd)}) is already running for state dir {sd}; "
             "use `cogoctl status`, or `cogoctl down` first"
         )
-    proc, ready_r = _spawn_daemon(profile_path, sd, detach)
+    proc, ready_r = _spawn_daemon(profile_path, sd, detach, watch)
     if detach:
         _up_detached(proc, ready_r, sd)
     else:
@@ -250,3 +263,35 @@ def down(
             return
         time.sleep(0.05)
     raise StartFailedError(f"the supervisor (pid {answer['pid']}) did not stop within {timeout:g}s")
+
+
+def reload(
+    profile: ProfileOpt = "dev",
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan only; change nothing.")] = False,
+) -> None:
+    client = client_for(profile, timeout=None)
+    result = client.post("/api/reload", {"dry_run": dry_run, "environ": dict(os.environ)})
+    p = result["plan"]
+    print("plan:")
+    for step in p["steps"]:
+        why = f" ({'; '.join(step['reasons'])})" if step["reasons"] else ""
+        count = (
+            f" x{step['instances']}" if step["action"] in ("start", "scale") and step["instances"] is not None else ""
+        )
+        print(f"  {step['action']:8s} {step['worker']}{count}{why}")
+    for key in p["needs_down_up"]:
+        print(f"  needs down/up: {key} changed (cannot change under a running supervisor)")
+    for key in p["applied_live"]:
+        print(f"  applied live: {key} changed")
+    if dry_run:
+        print("(dry run: nothing changed)")
+        return
+    failed = False
+    print("outcome:")
+    for o in result["outcome"]:
+        if o["action"] == "keep":
+            continue
+        failed |= not o["ok"]
+        print(f"  {o['action']:8s} {o['worker']}: {'done' if o['ok'] else 'FAILED'} (pids {o['pids'] or '-'})")
+    if failed:
+        raise typer.Exit(ExitCode.FAILED)

@@ -37,6 +37,7 @@ class Api:
         add("GET", r"/api/events", self.events)
         add("GET", r"/api/config", self.config)
         add("POST", r"/api/shutdown", self.shutdown)
+        add("POST", r"/api/reload", self.reload)
         add("GET", r"/openapi.json", self.openapi)
         add("GET", r"/api/ping", self.ping)
         add("GET", r"/api/link", self.link)
@@ -292,6 +293,25 @@ class Api:
 
     async def config(self, req: Request) -> Response:
         return Response(body=self.manager.profile.to_dict())
+
+    async def reload(self, req: Request) -> Response:
+        """{"dry_run": bool, "environ": {...}}: re-read the profile and apply the difference."""
+        from cogoctl.errors import CogoError
+
+        body = req.json() if req.body else {}
+        if not isinstance(body, dict):
+            raise HTTPError(ErrorCode.BAD_REQUEST, "the request must be a JSON object")
+        environ = body.get("environ")
+        if environ is not None and not (
+            isinstance(environ, dict) and all(isinstance(v, str) for v in environ.values())
+        ):
+            raise HTTPError(ErrorCode.BAD_REQUEST, "'environ' must map names to strings")
+        try:
+            result = await self.daemon.reloader.reload(environ, bool(body.get("dry_run", False)))
+        except CogoError as exc:
+            self.manager.events.emit("reload", refused=str(exc))
+            raise HTTPError(ErrorCode.BAD_REQUEST, str(exc)) from None
+        return Response(body=result)
 
     async def shutdown(self, req: Request) -> Response:
         self.daemon.request_shutdown("shutdown requested through the API")

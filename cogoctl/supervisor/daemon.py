@@ -53,8 +53,10 @@ from cogoctl.supervisor.http import HTTPServer
 from cogoctl.supervisor.instance import Instance
 from cogoctl.supervisor.link import LinkServer
 from cogoctl.supervisor.manager import Manager, describe_exit
+from cogoctl.supervisor.reloader import Reloader
 from cogoctl.supervisor.scaling import Scaler
 from cogoctl.supervisor.states import State
+from cogoctl.supervisor.watch import Watcher
 
 log = logging.getLogger("cogoctl.supervisor")
 
@@ -92,8 +94,11 @@ def take_lock(state_dir: Path) -> int:
 
 
 class Daemon:
-    def __init__(self, profile: Profile, state_dir: Path, ready_fd: int | None, fail_fast: bool) -> None:
+    def __init__(
+        self, profile: Profile, state_dir: Path, ready_fd: int | None, fail_fast: bool, watch: bool | None = None
+    ) -> None:
         self.profile = profile
+        self.watch = profile.manager.watch if watch is None else watch
         self.state_dir = state_dir
         self.ready_fd = ready_fd
         self.fail_fast = fail_fast
@@ -141,11 +146,17 @@ class Daemon:
         self.metric_collectors: list[Any] = [BalancerCollector(self.dispatcher)]
         self.scaler = Scaler(m, self.dispatcher)
         self.autoscaler = asyncio.create_task(self.scaler.autoscale_forever())
+        self.reloader = Reloader(self)
+        self.watcher = Watcher(lambda: list(m.workers.values()), [str(sd)], self.profile.manager.watch_debounce,
+                               self._restart_for_changes)  # fmt: skip
         await self._listen()
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_shutdown, f"received {signal.Signals(sig).name}")
+        loop.add_signal_handler(signal.SIGHUP, self._reload_on_sighup)
         m.start_all()
+        if self.watch:
+            self.watcher.start()
         sampler = asyncio.create_task(m.sample_forever())
         reporter = asyncio.create_task(self._report_start()) if self.ready_fd is not None else None
         await self._shutdown.wait()
@@ -154,6 +165,7 @@ class Daemon:
         if reporter is not None:
             reporter.cancel()
         self.autoscaler.cancel()
+        self.watcher.stop()
         self.dispatcher.fail_all(f"the supervisor is stopping ({self.shutdown_reason})")
         self.monitor.close()
         await m.stop_all()
@@ -168,6 +180,35 @@ class Daemon:
             os.unlink(self.socket_path)
         m.events.close()
         return self.exit_code
+
+    def _reload_on_sighup(self) -> None:
+        """SIGHUP: `cogoctl reload` with the supervisor's own environment."""
+
+        async def run() -> None:
+            try:
+                result = await self.reloader.reload(None, dry_run=False)
+                log.info("reload on SIGHUP: %s", result["outcome"])
+            except CogoError as exc:
+                self.manager.events.emit("reload", refused=str(exc))
+            except Exception:
+                log.exception("reload on SIGHUP failed")
+
+        self._reload_task = asyncio.ensure_future(run())
+
+    def watcher_changed(self) -> None:
+        """The set of watched paths may have changed (reload)."""
+        if self.watch:
+            self.watcher.start()
+
+    async def _restart_for_changes(self, worker: str, files: list[str]) -> None:
+        insts = list(self.manager.by_worker.get(worker, []))
+        if not insts:
+            return
+        names = ", ".join(os.path.basename(f) for f in files[:3]) + (
+            f" and {len(files) - 3} more" if len(files) > 3 else ""
+        )
+        self.manager.events.emit("watch", worker=worker, files=files[:50], count=len(files))
+        await self.rolling_restart(insts, f"files changed: {names}")
 
     def request_shutdown(self, reason: str) -> None:
         if not self._shutdown.is_set():
@@ -274,6 +315,7 @@ class Daemon:
             "uptime_s": round(time.time() - self.started, 3),
             "cgroups": self.manager.use_cgroups,
             "api": f"http://{api.host}:{api.port}" if api.enabled else None,
+            "watch": self.watch,
         }
 
     def monitor_view(self, inst: Instance) -> dict[str, Any]:
@@ -358,6 +400,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--state-dir", required=True)
     parser.add_argument("--ready-fd", type=int)
     parser.add_argument("--fail-fast", action="store_true")
+    parser.add_argument("--watch", action=argparse.BooleanOptionalAction, default=None)
     args = parser.parse_args(argv)
     state_dir = Path(args.state_dir)
     ready_fd = args.ready_fd
@@ -373,7 +416,7 @@ def main(argv: list[str] | None = None) -> int:
         state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         profile = load_profile(args.profile)
         _setup_logging(state_dir, profile)
-        daemon = Daemon(profile, state_dir, ready_fd, args.fail_fast)
+        daemon = Daemon(profile, state_dir, ready_fd, args.fail_fast, args.watch)
         return asyncio.run(daemon.run())
     except CogoError as exc:
         return fail(str(exc), int(exc.exit_code))

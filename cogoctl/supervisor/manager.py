@@ -99,6 +99,26 @@ class Manager:
         self.by_worker[cfg.name].sort(key=lambda i: i.index)
         return inst
 
+    def remove_worker(self, name: str) -> None:
+        """Forget a worker whose instances are all removed (reload)."""
+        assert not self.by_worker.get(name)
+        self.workers.pop(name, None)
+        self.by_worker.pop(name, None)
+        self._secrets.pop(name, None)
+        self.notify()
+
+    def update_worker(self, cfg: WorkerConfig) -> None:
+        """New settings for a worker: its instances use them from their next start (and at once
+        for what is read live: limits, timeouts, restart policy, heartbeat window)."""
+        self.workers[cfg.name] = cfg
+        self._secrets[cfg.name] = secret_values(cfg.env)
+        for inst in self.by_worker[cfg.name]:
+            inst.worker = cfg
+            inst.tracker.config = cfg.restart
+            if not inst.alive:
+                inst.capabilities = cfg.capabilities
+        self.notify()
+
     def remove_instance(self, inst: Instance) -> None:
         """Forget a stopped instance (scale down). Its log file stays on disk."""
         assert not inst.alive
