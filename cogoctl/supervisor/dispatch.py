@@ -81,6 +81,7 @@ class Dispatcher:
         self.inflight: dict[str, set[str]] = {}  # instance id -> job ids it is working on
         self.abandoned: dict[str, set[str]] = {}  # instance id -> cancelled job ids not yet answered
         self.totals: Counter[str] = Counter()
+        self.sessions: dict[tuple[str, str], str] = {}  # (worker, payload.session) -> instance id
         self.by_type: dict[str, Counter[str]] = {}
         self._ids = itertools.count(1)
         self._prefix = os.urandom(3).hex()
@@ -217,18 +218,25 @@ class Dispatcher:
             return
         chooser = self.choosers[worker]
         while len(q):
+            jid = q.peek()
+            if jid is None:
+                return
+            job = self.jobs[jid]
             slots = [
                 Slot(i.id, self.load(i), i.max_concurrency, i)
                 for i in self.m.by_worker.get(worker, [])
                 if self._eligible(i)
             ]
+            session = job.frame["payload"].get("session")
+            home = self.sessions.get((worker, session)) if isinstance(session, str) else None
+            if home is not None and any(s.id == home for s in slots):
+                slots = [s for s in slots if s.id == home]  # a session lives in one instance
             chosen = chooser.choose(slots)
             if chosen is None:
                 return
-            jid = q.pop()
-            if jid is None:
-                return
-            job = self.jobs[jid]
+            q.pop()
+            if isinstance(session, str):
+                self.sessions[(worker, session)] = chosen.id
             inst: Instance = chosen.ref  # type: ignore[assignment]
             job.instance = inst
             job.attempts += 1

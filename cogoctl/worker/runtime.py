@@ -70,7 +70,8 @@ class Worker:
 
     @property
     def capabilities(self) -> list[str]:
-        return sorted(set(self._declared) | set(self.runner.capabilities))
+        """Declared order first (the first is what a task naming only the worker type gets)."""
+        return list(dict.fromkeys([*self._declared, *self.runner.capabilities]))
 
     def health(self) -> tuple[int, dict[str, Any]]:
         """The /health answer. Extra checks may add fields or flip the status to 503."""
@@ -97,6 +98,7 @@ class Worker:
     def run(self) -> None:
         logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO").upper(), stream=sys.stderr,
                             format="%(levelname)s %(name)s: %(message)s")  # fmt: skip
+        logging.getLogger("websockets").setLevel(logging.WARNING)  # one line per /health probe is noise
         sys.exit(asyncio.run(self.main()))
 
     async def main(self) -> int:

@@ -1,0 +1,1 @@
+"""The workers that ship with cogoctl, each built on cogoctl.worker."""

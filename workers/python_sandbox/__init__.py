@@ -1,0 +1,1 @@
+"""python-sandbox: runs untrusted Python in contained child interpreters (port 3011)."""
