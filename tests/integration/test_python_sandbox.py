@@ -53,11 +53,13 @@ def left_behind() -> list[int]:
 
 
 def _warm(p: psutil.Process) -> bool:
-    """Warm interpreters waiting for code are expected (the pool)."""
+    """Warm interpreters waiting for code are expected (the pool); an empty command line is a
+    process on its way out."""
     try:
-        return p.cmdline()[-1] in ("oneshot", "session")
+        cmd = p.cmdline()
     except psutil.Error:
         return True
+    return not cmd or cmd[-1] in ("oneshot", "session")
 
 
 @pytest.fixture
@@ -194,3 +196,18 @@ def test_exec_streams_and_exits_with_the_script_code(sandbox):
         res = sandbox.run("exec", "python-sandbox", str(script), "a", "b")
         assert res.returncode == code, res.stderr
         assert res.stdout == "out ['a', 'b']\n" and "err" in res.stderr
+
+
+def test_package_install_into_a_session_when_allowed(cogo):
+    """pip runs (with network, for that step only) into the session's own directory."""
+    cogo.write_profile(profile(allow_package_install=True, package_allow=["six"]))
+    cogo.up()
+    with pytest.raises(ApiError) as info:
+        execute(cogo, "install", {"session": "p", "packages": ["requests"]}, capability="package-install")
+    assert info.value.code == "BAD_REQUEST" and "allow-list" in str(info.value)
+    ans = execute(cogo, "install", {"session": "p", "packages": ["six"]}, capability="package-install", timeout=120)
+    assert ans["result"]["installed"] == ["six"]
+    out = run(cogo, "import six; print(six.__name__)", session="p")
+    assert "".join(e["data"] for e in out["events"] if e["event"] == "stdout") == "six\n"
+    other = run(cogo, "import six")  # not in a fresh run's environment, nor the worker's
+    assert other["result"]["exit_code"] == 1

@@ -20,6 +20,7 @@ import os
 import resource
 import shutil
 import signal
+import subprocess
 import sys
 import time
 import uuid
@@ -34,6 +35,7 @@ from workers.python_sandbox.policy import Limits
 log = logging.getLogger("python-sandbox")
 CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
+SWEEP = 0.5  # seconds between sweeps of used uids
 DRAIN = 0.2  # seconds the pipes may still deliver after a run's status line
 BASELINE_AS = 96 * 1024 * 1024  # the interpreter's own address space, above which memory_mb counts
 
@@ -62,10 +64,34 @@ def _world_readable(path: str) -> bool:
 
 @dataclass
 class Runner:
-    proc: asyncio.subprocess.Process
+    popen: subprocess.Popen[bytes]
+    stdout: asyncio.StreamReader
+    stderr: asyncio.StreamReader
     status: asyncio.StreamReader
     uid: int | None
     started: float = field(default_factory=time.monotonic)
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    @property
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    async def send(self, request: dict[str, Any], close: bool) -> None:
+        """Write one request line (in a thread: a large program must not block the loop)."""
+        data = (json.dumps(request) + "\n").encode()
+        stdin = self.popen.stdin
+        assert stdin is not None
+
+        def write() -> None:
+            stdin.write(data)
+            stdin.flush()
+            if close:
+                stdin.close()
+
+        await asyncio.to_thread(write)
 
 
 @dataclass
@@ -95,6 +121,9 @@ class Host:
         self.sessions: dict[str, Session] = {}
         self._reaper: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()
+        self._taken = asyncio.Event()
+        self._dirty_uids: set[int] = set()
+        self._sweeper: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ start-up
 
@@ -112,6 +141,7 @@ class Host:
             print(f"python-sandbox: WARNING: {problem}", file=sys.stderr, flush=True)
         self._refill = asyncio.create_task(self._fill_pool())
         self._reaper = asyncio.create_task(self._reap_idle_sessions())
+        self._sweeper = asyncio.create_task(self._sweep_uids())
 
     async def _probe_unshare(self) -> bool:
         try:
@@ -136,13 +166,15 @@ class Host:
         }
 
     async def close(self) -> None:
-        for task in (self._refill, self._reaper):
+        for task in (self._refill, self._reaper, self._sweeper):
             if task is not None:
                 task.cancel()
         for runner in self._pool:
             self._kill(runner)
         for s in list(self.sessions.values()):
             await self.end_session(s.id)
+        if self._dirty_uids:
+            _kill_uids(self._dirty_uids)
 
     # ------------------------------------------------------------------ spawning
 
@@ -179,6 +211,8 @@ class Host:
         }
 
     async def _spawn(self, mode: str) -> Runner:
+        """Fork + exec in a thread: with the preexec set-up (unshare, rlimits, setuid) a spawn takes
+        ~5 ms, which on the event loop delayed every run (measured)."""
         uid = next(self._uids) if self.as_root else None
         r, w = os.pipe()
         assert self.interpreter is not None
@@ -188,44 +222,65 @@ class Host:
             os.dup2(w, 3)  # the status channel is fd 3 in the child
             setup()
 
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                self.interpreter, "-I", "-S", "-B", "-c", BOOTSTRAP, mode,
-                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        def popen() -> subprocess.Popen[bytes]:
+            return subprocess.Popen(
+                [self.interpreter, "-I", "-S", "-B", "-c", BOOTSTRAP, mode],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0,
                 env=self._env(), cwd=str(self.root), start_new_session=True, preexec_fn=preexec,
-                pass_fds=(3, w) if w != 3 else (3,), limit=1 << 20,
+                pass_fds=(3, w) if w != 3 else (3,),
             )  # fmt: skip
+
+        try:
+            proc = await asyncio.to_thread(popen)
         finally:
             os.close(w)
         loop = asyncio.get_running_loop()
-        status = asyncio.StreamReader()
-        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(status), os.fdopen(r, "rb", 0))
-        return Runner(proc, status, uid)
+        readers = []
+        for pipe in (proc.stdout, proc.stderr, os.fdopen(r, "rb", 0)):
+            reader = asyncio.StreamReader(limit=1 << 20)
+            await loop.connect_read_pipe(lambda reader=reader: asyncio.StreamReaderProtocol(reader), pipe)
+            readers.append(reader)
+        return Runner(proc, readers[0], readers[1], readers[2], uid)
 
     async def _fill_pool(self) -> None:
+        """Refill as soon as an interpreter is taken (not on a timer): an empty pool means the
+        next run pays a cold start."""
         while True:
             while len(self._pool) < self.limits.warm_pool:
                 try:
                     self._pool.append(await self._spawn("oneshot"))
                 except OSError as exc:
                     log.error("cannot start a sandbox interpreter: %s", exc)
+                    await asyncio.sleep(1)
                     break
-            await asyncio.sleep(0.05)
+            self._taken.clear()
+            await self._taken.wait()
 
     async def _take(self) -> Runner:
+        self._taken.set()
         while self._pool:
             runner = self._pool.pop(0)
-            if runner.proc.returncode is None:
+            if runner.alive:
                 return runner
         return await self._spawn("oneshot")
 
     def _kill(self, runner: Runner) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(runner.proc.pid, signal.SIGKILL)
+            os.killpg(runner.pid, signal.SIGKILL)
         if runner.uid is not None:  # a child that left the group (setsid) is still this uid's
-            task = asyncio.ensure_future(asyncio.to_thread(_kill_uid, runner.uid))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+            self._dirty_uids.add(runner.uid)
+        reap = asyncio.ensure_future(asyncio.to_thread(runner.popen.wait))  # no zombie left
+        self._background.add(reap)
+        reap.add_done_callback(self._background.discard)
+
+    async def _sweep_uids(self) -> None:
+        """One process scan every SWEEP seconds for all uids used since: a scan per run cost more
+        than the run (uids come back round only after 1,000 runs)."""
+        while True:
+            await asyncio.sleep(SWEEP)
+            if self._dirty_uids:
+                uids, self._dirty_uids = self._dirty_uids, set()
+                await asyncio.to_thread(_kill_uids, uids)
 
     def workspace(self, name: str, uid: int | None) -> Path:
         ws = self.root / name
@@ -249,10 +304,7 @@ class Host:
         started = time.time()
         marker = f"\x00cogo-end-{uuid.uuid4().hex}\x00"
         request = {"cwd": str(ws), "source": source, "name": name, "args": args, "stdin": stdin, "marker": marker}
-        assert runner.proc.stdin is not None
-        runner.proc.stdin.write((json.dumps(request) + "\n").encode())
-        await runner.proc.stdin.drain()
-        runner.proc.stdin.close()
+        await runner.send(request, close=True)
         try:
             outcome = await self._collect(runner, timeout, emit, marker, oneshot=True)
         finally:
@@ -284,14 +336,10 @@ class Host:
                 if budget[0] < -3 * self.limits.output_kb * 1024:
                     killed[0] = "output"
                     with contextlib.suppress(ProcessLookupError):
-                        os.killpg(runner.proc.pid, signal.SIGKILL)
+                        os.killpg(runner.pid, signal.SIGKILL)
                     return
 
-        assert runner.proc.stdout is not None and runner.proc.stderr is not None
-        pumps = [
-            asyncio.create_task(pump(runner.proc.stdout, "stdout")),
-            asyncio.create_task(pump(runner.proc.stderr, "stderr")),
-        ]
+        pumps = [asyncio.create_task(pump(runner.stdout, "stdout")), asyncio.create_task(pump(runner.stderr, "stderr"))]
         status_line = asyncio.create_task(runner.status.readline())
         # the run is over when its status line and both streams' end markers are in; children it
         # left behind are killed with the group afterwards. A run that closed its stdout cannot
@@ -304,7 +352,7 @@ class Host:
         if timed_out:
             killed[0] = "timeout"
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(runner.proc.pid, signal.SIGKILL)
+                os.killpg(runner.pid, signal.SIGKILL)
         for t in (status_line, *pumps):
             t.cancel()
         status: dict[str, Any] = {}
@@ -313,10 +361,10 @@ class Host:
                 status = json.loads(status_line.result() or b"{}")
         code: int | None = status.get("done")
         sig = None
-        if oneshot:  # the process ends with the run
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(runner.proc.wait(), 1.0)
-            rc = runner.proc.returncode
+        if oneshot and code is None:  # no status: it died (signal, exit in C code): ask how
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                await asyncio.to_thread(runner.popen.wait, 1.0)
+            rc = runner.popen.returncode
             if rc is not None and rc < 0:
                 sig = -rc
                 code = 128 + sig
@@ -348,7 +396,7 @@ class Host:
 
     async def session(self, sid: str) -> Session:
         s = self.sessions.get(sid)
-        if s is not None and s.runner.proc.returncode is None:
+        if s is not None and s.runner.alive:
             return s
         if s is not None:  # its interpreter died: start over
             await self.end_session(sid)
@@ -368,9 +416,7 @@ class Host:
             started = time.time()
             req = {"cwd": str(s.workspace), "source": source, "name": name, "args": args, "stdin": stdin, "marker": marker,
                    "sys_path": [str(s.workspace / ".site")]}  # fmt: skip
-            assert s.runner.proc.stdin is not None
-            s.runner.proc.stdin.write((json.dumps(req) + "\n").encode())
-            await s.runner.proc.stdin.drain()
+            await s.runner.send(req, close=False)
             outcome = await self._collect(s.runner, timeout, emit, marker=marker)
             s.last_used = time.monotonic()
         if outcome.killed is not None or outcome.exit_code is None:  # the interpreter is gone or unreliable
@@ -412,13 +458,13 @@ class SessionsFull(Exception):
     pass
 
 
-def _kill_uid(uid: int) -> None:
-    """SIGKILL every process of a sandbox uid (what escaped its process group)."""
+def _kill_uids(uids: set[int]) -> None:
+    """SIGKILL every process of these sandbox uids (what escaped its process group)."""
     import psutil
 
     for p in psutil.process_iter(["uids"]):
         try:
-            if p.info["uids"] and p.info["uids"].real == uid:
+            if p.info["uids"] and p.info["uids"].real in uids:
                 p.kill()
         except psutil.Error:
             continue
