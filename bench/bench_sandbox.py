@@ -14,7 +14,6 @@ import statistics
 import subprocess
 import time
 
-import h11
 from websockets.asyncio.client import connect
 
 from bench.bench_dispatch import HttpClient
@@ -23,29 +22,12 @@ from bench.common import COGOCTL, TempDir, cogo_env, machine, pct
 BODY = json.dumps({"workerType": "python-sandbox", "task": {"action": "run", "payload": {"code": "print(1)"}}}).encode()
 
 
-async def execute(c: HttpClient) -> int:
-    req = h11.Request(method="POST", target="/api/workers/execute",
-                      headers=[("Host", "x"), ("Content-Type", "application/json"), ("Content-Length", str(len(BODY)))])  # fmt: skip
-    c.writer.write(c.conn.send(req) + c.conn.send(h11.Data(data=BODY)) + c.conn.send(h11.EndOfMessage()))
-    status = 0
-    while True:
-        ev = c.conn.next_event()
-        if ev is h11.NEED_DATA:
-            c.conn.receive_data(await c.reader.read(65536))
-            continue
-        if isinstance(ev, h11.Response):
-            status = ev.status_code
-        elif isinstance(ev, h11.EndOfMessage):
-            c.conn.start_next_cycle()
-            return status
-
-
 async def via_supervisor(sock: str, n: int) -> list[float]:
     c = await HttpClient(sock).open()
     out = []
     for i in range(n + 20):
         t0 = time.perf_counter()
-        assert await execute(c) == 200
+        assert await c.execute(BODY) == 200
         if i >= 20:
             out.append(time.perf_counter() - t0)
     return out
@@ -75,7 +57,7 @@ async def throughput(sock: str, clients: int, seconds: float) -> float:
     async def loop(c: HttpClient) -> None:
         nonlocal done
         while time.perf_counter() < stop:
-            assert await execute(c) == 200
+            assert await c.execute(BODY) == 200
             done += 1
 
     t0 = time.perf_counter()

@@ -101,3 +101,18 @@ class Cogo:
             return int((self.state_dir / "cogoctl.pid").read_text())
         except (OSError, ValueError):
             return None
+
+
+def get_unix(cogo: Cogo, path: str) -> tuple[int, str, str]:
+    """GET over the supervisor's socket: (status, content type, body)."""
+    import http.client
+
+    class Unix(http.client.HTTPConnection):
+        def connect(self) -> None:
+            self.sock = socket.socket(socket.AF_UNIX)
+            self.sock.connect(str(cogo.state_dir / "cogoctl.sock"))
+
+    conn = Unix("localhost", timeout=10)
+    conn.request("GET", path)
+    resp = conn.getresponse()
+    return resp.status, resp.getheader("Content-Type") or "", resp.read().decode()

@@ -3,7 +3,6 @@ a TCP worker."""
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import random
@@ -18,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.integration.helpers import CLI, WORKERS, free_port, wait_until
+from tests.integration.helpers import CLI, WORKERS, free_port, get_unix, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -81,14 +80,7 @@ def _answers(port: int) -> bool:
 
 
 def metrics(cogo) -> str:
-    class Unix(http.client.HTTPConnection):
-        def connect(self):
-            self.sock = socket.socket(socket.AF_UNIX)
-            self.sock.connect(str(cogo.state_dir / "cogoctl.sock"))
-
-    conn = Unix("x")
-    conn.request("GET", "/metrics")
-    return conn.getresponse().read().decode()
+    return get_unix(cogo, "/metrics")[2]
 
 
 def stat(cogo, legacy: int, name: str) -> float:

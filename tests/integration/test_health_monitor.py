@@ -13,7 +13,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from tests.integration.helpers import wait_until
+from tests.integration.helpers import get_unix, wait_until
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -216,19 +216,8 @@ def test_hooks_metrics_health_and_top(cogo):
     replaced(cogo, "rt-0", w["pid"])
     wait_until(lambda: "UNHEALTHY rt-0" in hook_out.read_text(), what="UNHEALTHY hook")
     wait_until(lambda: cogo.instance("rt-0")["last_heartbeat_age_s"] is not None, what="heartbeats")
-    import http.client
-    import socket
-
-    class Unix(http.client.HTTPConnection):
-        def connect(self):
-            self.sock = socket.socket(socket.AF_UNIX)
-            self.sock.connect(str(cogo.state_dir / "cogoctl.sock"))
-
-    conn = Unix("x")
-    conn.request("GET", "/metrics")
-    resp = conn.getresponse()
-    text = resp.read().decode()
-    assert resp.status == 200 and resp.getheader("Content-Type").startswith("text/plain")
+    status, ctype, text = get_unix(cogo, "/metrics")
+    assert status == 200 and ctype.startswith("text/plain")
     for name in ("cogo_service_status", "cogo_response_time_ms", "cogo_active_connections", "cogo_task_queue_size",
                  "cogo_error_count_total", "cogo_memory_usage_mb", "cogo_cpu_usage_percent", "cogo_restarts_total",
                  "cogo_last_heartbeat_age_seconds"):  # fmt: skip

@@ -50,6 +50,15 @@ def _files(payload: dict[str, Any]) -> dict[str, bytes]:
     return out
 
 
+async def _session(sid: Any, what: str) -> Any:
+    if not isinstance(sid, str) or not sid:
+        raise TaskError(ErrorCode.BAD_REQUEST, f"{what}: give 'session' (a non-empty string)")
+    try:
+        return await host.session(sid)
+    except SessionsFull as exc:
+        raise TaskError(ErrorCode.OVERLOADED, str(exc)) from None
+
+
 def _listing(ws: Path, since: float | None = None) -> list[dict[str, Any]]:
     out = []
     for path in sorted(ws.rglob("*")):
@@ -78,12 +87,7 @@ async def run(task: TaskContext) -> dict[str, Any]:
 
     sid = p.get("session")
     if sid is not None:
-        if not isinstance(sid, str) or not sid:
-            raise TaskError(ErrorCode.BAD_REQUEST, "session must be a non-empty string")
-        try:
-            s = await host.session(sid)
-        except SessionsFull as exc:
-            raise TaskError(ErrorCode.OVERLOADED, str(exc)) from None
+        s = await _session(sid, "run")
         for rel, data in _files(p).items():
             _write(s.workspace, rel, data, s.runner.uid)
         outcome, started = await host.run_in_session(s, source, name, args, stdin, timeout, emit)
@@ -134,13 +138,7 @@ def _write(ws: Path, rel: str, data: bytes, uid: int | None) -> None:
 @worker.handler("file-operations")
 async def files(task: TaskContext) -> dict[str, Any]:
     p = task.payload
-    sid = p.get("session")
-    if not isinstance(sid, str) or not sid:
-        raise TaskError(ErrorCode.BAD_REQUEST, "file operations work on a session's workspace: give 'session'")
-    try:
-        s = await host.session(sid)
-    except SessionsFull as exc:
-        raise TaskError(ErrorCode.OVERLOADED, str(exc)) from None
+    s = await _session(p.get("session"), "file operations work on a session's workspace")
     s.last_used = time.monotonic()
     ws = s.workspace
     action = task.action
@@ -192,7 +190,7 @@ async def install(task: TaskContext) -> dict[str, Any]:
         why = limits.package_allowed(name)
         if why:
             raise TaskError(ErrorCode.UNSUPPORTED if "off" in why else ErrorCode.BAD_REQUEST, why)
-    s = await host.session(sid)
+    s = await _session(sid, "packages go into a session's environment")
     target = s.workspace / ".site"
     # pip runs here, with network (this step only), into the session's own directory
     proc = await asyncio.create_subprocess_exec(
