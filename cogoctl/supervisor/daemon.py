@@ -149,6 +149,7 @@ class Daemon:
         self.reloader = Reloader(self)
         self.watcher = Watcher(lambda: list(m.workers.values()), [str(sd)], self.profile.manager.watch_debounce,
                                self._restart_for_changes)  # fmt: skip
+        self.watcher.on_failure = lambda why: m.events.emit("watch", failed=why)
         await self._listen()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -221,11 +221,13 @@ class HTTPServer:
         self.handler = handler
         self.token = token
         self._conns: set[asyncio.Task[None]] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
 
     async def serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
         self._conns.add(task)
+        self._writers.add(writer)
         try:
             await self._serve(reader, writer)
         except (ConnectionError, OSError, asyncio.IncompleteReadError):
@@ -236,14 +238,20 @@ class HTTPServer:
             log.exception("connection failed")
         finally:
             self._conns.discard(task)
+            self._writers.discard(writer)
             with contextlib.suppress(Exception):
                 writer.close()
 
     async def close_all(self) -> None:
-        for task in list(self._conns):
-            task.cancel()
+        """Close every connection and let its task end by itself. (Cancelling a task that
+        start_server created makes Python 3.11's StreamReaderProtocol log a CancelledError.)"""
+        for writer in list(self._writers):
+            with contextlib.suppress(Exception):
+                writer.close()
         if self._conns:
-            await asyncio.gather(*self._conns, return_exceptions=True)
+            _, late = await asyncio.wait(set(self._conns), timeout=2)
+            for task in late:
+                task.cancel()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=64 * 1024)

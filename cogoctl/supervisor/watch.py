@@ -53,6 +53,7 @@ class Watcher:
         self.ignore_dirs = [os.path.realpath(p) for p in ignore_dirs]
         self.debounce = debounce
         self.restart = restart
+        self.on_failure: Callable[[str], None] | None = None
         self._task: asyncio.Task[None] | None = None
 
     def roots(self) -> list[str]:
@@ -64,6 +65,14 @@ class Watcher:
         roots = self.roots()
         if roots:
             self._task = asyncio.create_task(self._run(roots), name="watch")
+            self._task.add_done_callback(self._ended)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        """A watcher that dies must say so (it would otherwise just stop restarting anything)."""
+        if not task.cancelled() and task.exception() is not None:
+            log.error("watching stopped: %r", task.exception())
+            if self.on_failure is not None:
+                self.on_failure(f"{type(task.exception()).__name__}: {task.exception()}")
 
     def stop(self) -> None:
         if self._task is not None:
