@@ -37,11 +37,11 @@ class HttpClient:
         self.conn = h11.Connection(h11.CLIENT)
         return self
 
-    async def execute(self) -> int:
+    async def execute(self, body: bytes = BODY) -> int:
         req = h11.Request(method="POST", target="/api/workers/execute",
-                          headers=[("Host", "x"), ("Content-Type", "application/json"), ("Content-Length", str(len(BODY)))])  # fmt: skip
+                          headers=[("Host", "x"), ("Content-Type", "application/json"), ("Content-Length", str(len(body)))])  # fmt: skip
         self.writer.write(
-            self.conn.send(req) + self.conn.send(h11.Data(data=BODY)) + self.conn.send(h11.EndOfMessage())
+            self.conn.send(req) + self.conn.send(h11.Data(data=body)) + self.conn.send(h11.EndOfMessage())
         )
         status = 0
         while True:

@@ -53,13 +53,12 @@ def left_behind() -> list[int]:
 
 
 def _warm(p: psutil.Process) -> bool:
-    """Warm interpreters waiting for code are expected (the pool); an empty command line is a
-    process on its way out."""
+    """Interpreters waiting for code (the pool) or holding a session are expected; the bootstrap
+    names itself sandbox-warm / sandbox-session (a run, and what it forks, is sandbox-run)."""
     try:
-        cmd = p.cmdline()
+        return p.name() in ("sandbox-warm", "sandbox-session")
     except psutil.Error:
         return True
-    return not cmd or cmd[-1] in ("oneshot", "session")
 
 
 @pytest.fixture

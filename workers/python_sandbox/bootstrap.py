@@ -14,10 +14,19 @@ status = os.fdopen(3, "w", buffering=1)
 requests = os.fdopen(0, "r")
 session = sys.argv[1] == "session"
 glob = {"__name__": "__main__", "__builtins__": __builtins__}
+
+import ctypes
+_prctl = ctypes.CDLL(None).prctl
+
+def name(n):  # what `ps` shows: waiting, running, or a session between runs (PR_SET_NAME)
+    _prctl(15, n.encode(), 0, 0, 0)
+
 while True:
+    name("sandbox-session" if session else "sandbox-warm")
     line = requests.readline()
     if not line:
         break
+    name("sandbox-run")
     req = json.loads(line)
     os.chdir(req["cwd"])
     for p in req.get("sys_path", []):

@@ -20,6 +20,7 @@ import os
 import resource
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -27,14 +28,16 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from workers.python_sandbox.bootstrap import BOOTSTRAP
 from workers.python_sandbox.policy import Limits
+from workers.python_sandbox.zygote import ZYGOTE
 
 log = logging.getLogger("python-sandbox")
 CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
+SETPRIV = shutil.which("setpriv")
 SWEEP = 0.5  # seconds between sweeps of used uids
 DRAIN = 0.2  # seconds the pipes may still deliver after a run's status line
 BASELINE_AS = 96 * 1024 * 1024  # the interpreter's own address space, above which memory_mb counts
@@ -64,32 +67,30 @@ def _world_readable(path: str) -> bool:
 
 @dataclass
 class Runner:
-    popen: subprocess.Popen[bytes]
+    """One sandboxed interpreter: its pid, pipes, and the future of its exit code (negative:
+    killed by that signal), whether the zygote forked it or Popen exec'd it."""
+
+    pid: int
+    stdin: BinaryIO
     stdout: asyncio.StreamReader
     stderr: asyncio.StreamReader
     status: asyncio.StreamReader
     uid: int | None
+    exited: asyncio.Future[int]
     started: float = field(default_factory=time.monotonic)
 
     @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    @property
     def alive(self) -> bool:
-        return self.popen.poll() is None
+        return not self.exited.done()
 
     async def send(self, request: dict[str, Any], close: bool) -> None:
         """Write one request line (in a thread: a large program must not block the loop)."""
         data = (json.dumps(request) + "\n").encode()
-        stdin = self.popen.stdin
-        assert stdin is not None
 
         def write() -> None:
-            stdin.write(data)
-            stdin.flush()
+            self.stdin.write(data)
             if close:
-                stdin.close()
+                self.stdin.close()
 
         await asyncio.to_thread(write)
 
@@ -122,6 +123,12 @@ class Host:
         self._reaper: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()
         self._taken = asyncio.Event()
+        self._ctl: socket.socket | None = None  # the fork server's control socket
+        self._ctl_lock = asyncio.Lock()
+        self._ctl_reader: asyncio.Task[None] | None = None
+        self._forks: list[asyncio.Future[int]] = []
+        self._exits: dict[int, asyncio.Future[int]] = {}
+        self._zygote: subprocess.Popen[bytes] | None = None
         self._dirty_uids: set[int] = set()
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -139,6 +146,7 @@ class Host:
             self.problems.append("cannot create a network namespace: sandboxed code HAS NETWORK ACCESS")
         for problem in self.problems:
             print(f"python-sandbox: WARNING: {problem}", file=sys.stderr, flush=True)
+        await self._start_zygote()
         self._refill = asyncio.create_task(self._fill_pool())
         self._reaper = asyncio.create_task(self._reap_idle_sessions())
         self._sweeper = asyncio.create_task(self._sweep_uids())
@@ -161,12 +169,13 @@ class Host:
             "network_isolation": self.net_isolated,
             "uid_isolation": self.as_root,
             "warm": len(self._pool),
+            "fork_server": self._ctl is not None,
             "sessions": len(self.sessions),
             "problems": self.problems,
         }
 
     async def close(self) -> None:
-        for task in (self._refill, self._reaper, self._sweeper):
+        for task in (self._refill, self._reaper, self._sweeper, self._ctl_reader):
             if task is not None:
                 task.cancel()
         for runner in self._pool:
@@ -175,24 +184,21 @@ class Host:
             await self.end_session(s.id)
         if self._dirty_uids:
             _kill_uids(self._dirty_uids)
+        if self._zygote is not None:
+            self._zygote.kill()
+            self._zygote.wait()
 
     # ------------------------------------------------------------------ spawning
 
     def _preexec(self, uid: int | None, net: bool) -> Callable[[], None]:
-        lim = self.limits
+        limits = [(getattr(resource, name), value) for name, value in self._rlimits()]
         as_root = self.as_root
 
-        def setup() -> None:  # in the child, before exec
+        def setup() -> None:  # in the child, before exec (the exec fallback; the zygote does the same)
             if net and _libc.unshare(CLONE_NEWNET) != 0:
                 os._exit(71)  # the caller sees a failed start: never run without the isolation it asked for
-            mem = BASELINE_AS + lim.memory_mb * 1024 * 1024
-            resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
-            resource.setrlimit(resource.RLIMIT_CPU, (lim.cpu_s, lim.cpu_s + 1))
-            fsize = lim.file_size_mb * 1024 * 1024
-            resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
-            resource.setrlimit(resource.RLIMIT_NOFILE, (lim.open_files, lim.open_files))
-            resource.setrlimit(resource.RLIMIT_NPROC, (lim.processes, lim.processes))
-            resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+            for which, value in limits:
+                resource.setrlimit(which, value)
             if as_root and uid is not None:
                 os.setgroups([])
                 os.setgid(uid)
@@ -210,9 +216,57 @@ class Host:
             "PYTHONUNBUFFERED": "1",
         }
 
+    def _rlimits(self) -> list[tuple[str, tuple[int, int]]]:
+        lim = self.limits
+        mem = BASELINE_AS + lim.memory_mb * 1024 * 1024
+        fsize = lim.file_size_mb * 1024 * 1024
+        return [
+            ("RLIMIT_AS", (mem, mem)),
+            ("RLIMIT_CPU", (lim.cpu_s, lim.cpu_s + 1)),
+            ("RLIMIT_FSIZE", (fsize, fsize)),
+            ("RLIMIT_NOFILE", (lim.open_files, lim.open_files)),
+            ("RLIMIT_NPROC", (lim.processes, lim.processes)),
+            ("RLIMIT_CORE", (0, 0)),
+        ]
+
     async def _spawn(self, mode: str) -> Runner:
-        """Fork + exec in a thread: with the preexec set-up (unshare, rlimits, setuid) a spawn takes
-        ~5 ms, which on the event loop delayed every run (measured)."""
+        """Through the zygote when it runs (a fork, ~1 ms); else fork + exec a fresh interpreter
+        in a thread (~5 ms, and its start-up CPU)."""
+        if self._ctl is not None:
+            return await self._fork(mode)
+        return await self._exec(mode)
+
+    async def _readers(self, *fds: Any) -> list[asyncio.StreamReader]:
+        loop = asyncio.get_running_loop()
+        readers = []
+        for fd in fds:
+            pipe = fd if hasattr(fd, "fileno") else os.fdopen(fd, "rb", 0)
+            reader = asyncio.StreamReader(limit=1 << 20)
+            await loop.connect_read_pipe(lambda reader=reader: asyncio.StreamReaderProtocol(reader), pipe)
+            readers.append(reader)
+        return readers
+
+    async def _fork(self, mode: str) -> Runner:
+        assert self._ctl is not None
+        uid = next(self._uids) if self.as_root else None
+        in_r, in_w = os.pipe()
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        st_r, st_w = os.pipe()
+        req = {"mode": mode, "net": self.net_isolated, "rlimits": self._rlimits(), "uid": uid,
+               "cwd": str(self.root), "env": self._env()}  # fmt: skip
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        async with self._ctl_lock:
+            self._forks.append(fut)
+            socket.send_fds(self._ctl, [json.dumps(req).encode()], [in_r, out_w, err_w, st_w])
+        for fd in (in_r, out_w, err_w, st_w):
+            os.close(fd)
+        pid = await fut
+        exited = self._exits.setdefault(pid, asyncio.get_running_loop().create_future())
+        out, err, st = await self._readers(out_r, err_r, st_r)
+        return Runner(pid, os.fdopen(in_w, "wb", 0), out, err, st, uid, exited)
+
+    async def _exec(self, mode: str) -> Runner:
         uid = next(self._uids) if self.as_root else None
         r, w = os.pipe()
         assert self.interpreter is not None
@@ -234,13 +288,55 @@ class Host:
             proc = await asyncio.to_thread(popen)
         finally:
             os.close(w)
+        out, err, st = await self._readers(proc.stdout, proc.stderr, r)
+        exited = asyncio.ensure_future(asyncio.to_thread(proc.wait))  # reaps it, and tells how it ended
+        assert proc.stdin is not None
+        return Runner(proc.pid, proc.stdin, out, err, st, uid, exited)  # type: ignore[arg-type]
+
+    async def _start_zygote(self) -> None:
+        """Start the fork server; without it runs exec a fresh interpreter each."""
+        parent, child = socket.socketpair()
+        argv = [self.interpreter, "-I", "-S", "-B", "-c", ZYGOTE, str(child.fileno()), BOOTSTRAP]
+        if SETPRIV:  # it must not outlive this worker
+            argv = [SETPRIV, "--pdeathsig", "KILL", "--", *argv]
+        try:
+            self._zygote = subprocess.Popen(argv, pass_fds=(child.fileno(),), stdin=subprocess.DEVNULL,
+                                            env={"PATH": "/usr/bin:/bin"}, cwd=str(self.root),
+                                            start_new_session=True)  # fmt: skip
+        except OSError as exc:
+            self.problems.append(f"no fork server ({exc}); each run starts an interpreter")
+            return
+        finally:
+            child.close()
+        parent.setblocking(False)
+        self._ctl = parent
+        self._ctl_reader = asyncio.create_task(self._read_ctl(parent))
+
+    async def _read_ctl(self, ctl: socket.socket) -> None:
         loop = asyncio.get_running_loop()
-        readers = []
-        for pipe in (proc.stdout, proc.stderr, os.fdopen(r, "rb", 0)):
-            reader = asyncio.StreamReader(limit=1 << 20)
-            await loop.connect_read_pipe(lambda reader=reader: asyncio.StreamReaderProtocol(reader), pipe)
-            readers.append(reader)
-        return Runner(proc, readers[0], readers[1], readers[2], uid)
+        buf = b""
+        while True:
+            data = await loop.sock_recv(ctl, 65536)
+            if not data:
+                break
+            buf += data
+            while b"\n" in buf:
+                line, buf = buf.split(b"\n", 1)
+                msg = json.loads(line)
+                if "pid" in msg:
+                    self._forks.pop(0).set_result(msg["pid"])
+                elif "exit" in msg:
+                    fut = self._exits.setdefault(msg["exit"], loop.create_future())
+                    if not fut.done():
+                        fut.set_result(msg["code"])
+                    loop.call_later(60, self._exits.pop, msg["exit"], None)
+        # the fork server is gone: fall back to exec, answer whoever waits
+        self._ctl = None
+        self.problems.append("the fork server exited; each run now starts an interpreter")
+        for fut in self._forks:
+            if not fut.done():
+                fut.set_exception(OSError("the fork server exited"))
+        self._forks.clear()
 
     async def _fill_pool(self) -> None:
         """Refill as soon as an interpreter is taken (not on a timer): an empty pool means the
@@ -269,9 +365,8 @@ class Host:
             os.killpg(runner.pid, signal.SIGKILL)
         if runner.uid is not None:  # a child that left the group (setsid) is still this uid's
             self._dirty_uids.add(runner.uid)
-        reap = asyncio.ensure_future(asyncio.to_thread(runner.popen.wait))  # no zombie left
-        self._background.add(reap)
-        reap.add_done_callback(self._background.discard)
+        with contextlib.suppress(OSError):
+            runner.stdin.close()
 
     async def _sweep_uids(self) -> None:
         """One process scan every SWEEP seconds for all uids used since: a scan per run cost more
@@ -362,9 +457,9 @@ class Host:
         code: int | None = status.get("done")
         sig = None
         if oneshot and code is None:  # no status: it died (signal, exit in C code): ask how
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                await asyncio.to_thread(runner.popen.wait, 1.0)
-            rc = runner.popen.returncode
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(runner.exited), 1.0)
+            rc = runner.exited.result() if runner.exited.done() else None
             if rc is not None and rc < 0:
                 sig = -rc
                 code = 128 + sig
