@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import socket
 import sys
 import time
 from collections.abc import Callable
@@ -75,30 +76,68 @@ class Listener:
         self.idle_timeout = idle_timeout
         self.stats = Stats()
         self.picker = Picker()
-        self.server: asyncio.AbstractServer | None = None
+        self.sock: socket.socket | None = None
+        self._accepting: asyncio.Task[None] | None = None
         self._on_change = on_change or (lambda: None)
         self._conns: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         port = self.route.legacy_port
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            self.server = await asyncio.start_server(self._accept, self.host, port, backlog=1024)
+            sock.bind((self.host, port))
         except OSError as exc:
+            sock.close()
             if exc.errno in (98, 13):  # EADDRINUSE, EACCES
                 raise PortInUse(
                     f"legacy port {port} on {self.host} is {'in use by ' + port_holder(port) if exc.errno == 98 else 'not allowed'}"
                     "; stop that process, or change legacy_support.port_redirection"
                 ) from None
             raise
+        sock.listen(1024)
+        sock.setblocking(False)
+        self.sock = sock
+        self._accepting = asyncio.create_task(self._accept_forever())
         emit("listener up", port=port, host=self.host, target=self.route.worker_port, worker=self.route.worker)
 
     async def stop(self) -> None:
-        if self.server is not None:
-            self.server.close()
-            for task in list(self._conns):
-                task.cancel()
-            await asyncio.gather(*self._conns, return_exceptions=True)
-            emit("listener down", port=self.route.legacy_port)
+        if self.sock is None:
+            return
+        if self._accepting is not None:
+            self._accepting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._accepting
+        self.sock.close()
+        self.sock = None
+        for task in list(self._conns):
+            task.cancel()
+        await asyncio.gather(*self._conns, return_exceptions=True)
+        emit("listener down", port=self.route.legacy_port)
+
+    async def _accept_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        assert self.sock is not None
+        while True:
+            try:
+                conn, _ = await loop.sock_accept(self.sock)
+            except OSError as exc:  # EMFILE and the like: say so, breathe, go on
+                emit("accept failed", port=self.route.legacy_port, error=exc.strerror)
+                await asyncio.sleep(0.1)
+                continue
+            conn.setblocking(False)
+            if self.stats.open >= self.max_connections:
+                self.stats.refused += 1
+                if self.stats.refused == 1 or self.stats.refused % 100 == 0:
+                    emit("limit hit", port=self.route.legacy_port, max_connections=self.max_connections,
+                         refused=self.stats.refused)  # fmt: skip
+                conn.close()
+                self._on_change()
+                continue
+            task = asyncio.create_task(self._handle(conn))
+            self._conns.add(task)
+            task.add_done_callback(self._conns.discard)
 
     def target_port(self) -> int | None:
         if self.route.worker is None:
@@ -108,45 +147,32 @@ class Listener:
             return self.route.worker_port
         return self.picker.pick(ports)
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
+    async def _handle(self, conn: socket.socket) -> None:
         s = self.stats
-        if s.open >= self.max_connections:
-            s.refused += 1
-            if s.refused == 1 or s.refused % 100 == 0:
-                emit("limit hit", port=self.route.legacy_port, max_connections=self.max_connections, refused=s.refused)
-            writer.close()
-            self._on_change()
-            return
-        self._conns.add(task)
         s.open += 1
         s.total += 1
         self._on_change()
         try:
-            await self._serve(reader, writer)
+            target = await self._connect()
+            if target is None:
+                s.unreachable += 1
+                conn.close()
+                return
+            traffic, ended = await relay(conn, target, self.idle_timeout)
+            s.bytes_up += traffic.up
+            s.bytes_down += traffic.down
+            if ended.startswith("error"):
+                s.errors += 1
         finally:
             s.open -= 1
-            self._conns.discard(task)
-            with contextlib.suppress(Exception):
-                writer.close()
+            with contextlib.suppress(OSError):
+                conn.close()
             self._on_change()
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        s = self.stats
-        target = await self._connect()
-        if target is None:
-            s.unreachable += 1
-            return
-        traffic, ended = await relay((reader, writer), target, self.idle_timeout)
-        s.bytes_up += traffic.up
-        s.bytes_down += traffic.down
-        if ended.startswith("error"):
-            s.errors += 1
-
-    async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+    async def _connect(self) -> socket.socket | None:
         """Connect to the current target; after a miss, ask the supervisor once more (an instance
         may have just become RUNNING or moved) before giving up."""
+        loop = asyncio.get_running_loop()
         error = "no RUNNING instance"
         port = None
         for attempt in range(2):
@@ -155,9 +181,13 @@ class Listener:
             port = self.target_port()
             if port is None:
                 continue
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setblocking(False)
             try:
-                return await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), CONNECT_TIMEOUT)
+                await asyncio.wait_for(loop.sock_connect(sock, ("127.0.0.1", port)), CONNECT_TIMEOUT)
+                return sock
             except (OSError, TimeoutError) as exc:
+                sock.close()
                 error = type(exc).__name__
         emit("target unreachable", port=self.route.legacy_port, target=port, worker=self.route.worker, error=error)
         return None
