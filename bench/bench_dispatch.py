@@ -83,7 +83,8 @@ async def latency_direct(port: int, token: str, n: int) -> list[float]:
         return out
 
 
-async def throughput_supervisor(sock: str, clients: int, seconds: float) -> float:
+async def throughput_supervisor(sock: str, clients: int, seconds: float, body: bytes = BODY) -> float:
+    """Tasks per second with `clients` keep-alive connections each posting `body` in a loop."""
     conns = [await HttpClient(sock).open() for _ in range(clients)]
     done = 0
     stop = time.perf_counter() + seconds
@@ -91,7 +92,7 @@ async def throughput_supervisor(sock: str, clients: int, seconds: float) -> floa
     async def loop(c: HttpClient) -> None:
         nonlocal done
         while time.perf_counter() < stop:
-            assert await c.execute() == 200
+            assert await c.execute(body) == 200
             done += 1
 
     t0 = time.perf_counter()

@@ -16,7 +16,7 @@ import time
 
 from websockets.asyncio.client import connect
 
-from bench.bench_dispatch import HttpClient
+from bench.bench_dispatch import HttpClient, throughput_supervisor
 from bench.common import COGOCTL, TempDir, cogo_env, machine, pct
 
 BODY = json.dumps({"workerType": "python-sandbox", "task": {"action": "run", "payload": {"code": "print(1)"}}}).encode()
@@ -47,22 +47,6 @@ async def via_port(port: int, token: str, n: int) -> list[float]:
             if i >= 20:
                 out.append(time.perf_counter() - t0)
     return out
-
-
-async def throughput(sock: str, clients: int, seconds: float) -> float:
-    conns = [await HttpClient(sock).open() for _ in range(clients)]
-    done = 0
-    stop = time.perf_counter() + seconds
-
-    async def loop(c: HttpClient) -> None:
-        nonlocal done
-        while time.perf_counter() < stop:
-            assert await c.execute(BODY) == 200
-            done += 1
-
-    t0 = time.perf_counter()
-    await asyncio.gather(*(loop(c) for c in conns))
-    return done / (time.perf_counter() - t0)
 
 
 def cold(n: int) -> list[float]:
@@ -102,7 +86,7 @@ workers:
             anchor = cold(max(30, args.runs // 10))
             worker = asyncio.run(via_port(port, token, args.runs))
             sup = asyncio.run(via_supervisor(sock, args.runs))
-            tput = asyncio.run(throughput(sock, 16, args.seconds))
+            tput = asyncio.run(throughput_supervisor(sock, 16, args.seconds, BODY))
         finally:
             subprocess.run([*COGOCTL, "down", "-p", str(d / "p.yaml")], env=env, capture_output=True)
     m = statistics.median
