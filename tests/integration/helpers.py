@@ -116,3 +116,22 @@ def get_unix(cogo: Cogo, path: str) -> tuple[int, str, str]:
     conn.request("GET", path)
     resp = conn.getresponse()
     return resp.status, resp.getheader("Content-Type") or "", resp.read().decode()
+
+
+def worker_active(port: int) -> int:
+    """Tasks in progress on a runtime worker, from its own GET /health (no heartbeat delay)."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as resp:
+        return int(json.loads(resp.read())["active"])
+
+
+async def until_active(port: int, n: int, timeout: float = 15.0) -> None:
+    """Poll, with a deadline, until the worker runs n tasks (from async tests)."""
+    import asyncio
+
+    deadline = time.monotonic() + timeout
+    while await asyncio.to_thread(worker_active, port) != n:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"worker on {port} never had {n} active tasks")
+        await asyncio.sleep(0.02)

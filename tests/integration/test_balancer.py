@@ -18,7 +18,7 @@ from websockets.asyncio.client import unix_connect
 
 from cogoctl.client import Client
 from cogoctl.errors import ApiError
-from tests.integration.helpers import CLI, wait_until
+from tests.integration.helpers import CLI, until_active, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -268,6 +268,7 @@ def test_websocket_task_stream_events_result_and_cancel(cogo):
     cogo.write_profile(profile())
     cogo.up()
     sock = str(cogo.state_dir / "cogoctl.sock")
+    port = cogo.instance("rt-0")["port"]
 
     async def scenario() -> tuple[list[dict], list[dict]]:
         async with unix_connect(sock, uri="ws://localhost/api/tasks/stream") as ws:
@@ -276,7 +277,7 @@ def test_websocket_task_stream_events_result_and_cancel(cogo):
         async with unix_connect(sock, uri="ws://localhost/api/tasks/stream") as ws:
             await ws.send(json.dumps({"workerType": "rt", "task": {"action": "sleep", "payload": {"s": 30}}}))
             accepted = json.loads(await ws.recv())
-            await asyncio.sleep(0.2)
+            await until_active(port, 1)  # running on the worker: the cancel must reach it there
             await ws.send(json.dumps({"type": "cancel"}))
             second = [accepted, json.loads(await ws.recv())]
         return first, second

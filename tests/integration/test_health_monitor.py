@@ -13,7 +13,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from tests.integration.helpers import get_unix, wait_until
+from tests.integration.helpers import get_unix, until_active, wait_until
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -187,7 +187,7 @@ def test_graceful_drain_finishes_in_flight_tasks(cogo):
 
     async def scenario() -> dict:
         client = asyncio.create_task(_task(port, token, "sleep", {"s": 1.0}))
-        await asyncio.sleep(0.3)  # let the task start before asking for the stop
+        await until_active(port, 1)  # the task is running before the stop is asked for
         stop = asyncio.create_task(asyncio.to_thread(cogo.run, "stop", "rt"))
         result = await client
         res = await stop
