@@ -14,7 +14,7 @@ def status_command(name: str | None, as_json: bool, profile: str) -> None:
     from urllib.parse import quote
 
     from cogoctl.cli.common import client_for
-    from cogoctl.cli.table import status_text
+    from cogoctl.cli.table import balancer_text, status_text
 
     path = "/api/workers/status" + (f"?name={quote(name)}" if name else "")
     data = client_for(profile).get(path)
@@ -24,6 +24,9 @@ def status_command(name: str | None, as_json: bool, profile: str) -> None:
     tty = sys.stdout.isatty()
     width = shutil.get_terminal_size((160, 24)).columns if tty else 160
     print(status_text(data["workers"], colour=tty and "NO_COLOR" not in os.environ, width=width))
+    summary = balancer_text(data.get("balancer") or {}) if not name else ""
+    if summary:
+        print(summary)
 
 
 def parse_status(argv: list[str]) -> tuple[str | None, bool, str] | None:

@@ -110,10 +110,19 @@ def _top_table(data: dict[str, Any]) -> Any:
     for w in data["workers"]:
         table.add_row(
             w["instance"], Text(w["state"], style=STATE_STYLE.get(w["state"], "")), f(w["pid"]), f(w["cpu_percent"]),
-            f(w["rss_mb"]), f(w.get("threads")), f(w.get("fds")), f(w.get("active")), f(w.get("queued")),
+            f(w["rss_mb"]), f(w.get("threads")), f(w.get("fds")), f(w.get("inflight", w.get("active"))), f(w.get("queued")),
             f(w.get("tasks_ok")), f(w.get("tasks_failed")), f(w.get("last_heartbeat_age_s")), f(w["restarts"]),
         )  # fmt: skip
-    return table
+    balancer = Table(title="balancer", header_style="bold")
+    cols = ("WORKER", "QUEUED", "IN FLIGHT", "ACCEPTED", "OK", "ERRORS", "TIMEOUTS", "REJECTED", "LOST", "RETRIED")
+    for col in cols:
+        balancer.add_column(col, justify="left" if col == "WORKER" else "right", no_wrap=True)
+    for name, c in (data.get("balancer") or {}).get("workers", {}).items():
+        balancer.add_row(name, *(str(c.get(k, 0)) for k in ("queued", "inflight", "accepted", "success", "error",
+                                                              "timeout", "rejected", "lost", "retried")))  # fmt: skip
+    from rich.console import Group
+
+    return Group(table, balancer)
 
 
 def top(

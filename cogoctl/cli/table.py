@@ -68,3 +68,30 @@ def status_text(workers: list[dict[str, Any]], colour: bool = False, width: int 
             cells.append(padded)
         lines.append("  ".join(cells).rstrip())
     return "\n".join(lines)
+
+
+BALANCER_COLUMNS = (
+    "queued",
+    "inflight",
+    "accepted",
+    "success",
+    "error",
+    "timeout",
+    "rejected",
+    "cancelled",
+    "lost",
+    "retried",
+)
+
+
+def balancer_text(view: dict[str, Any]) -> str:
+    """One line per worker type the balancer has seen tasks for (none: empty string)."""
+    lines = []
+    for name, counts in (view.get("workers") or {}).items():
+        if not any(counts.get(k) for k in BALANCER_COLUMNS):
+            continue
+        parts = ", ".join(
+            f"{k} {counts.get(k, 0)}" for k in BALANCER_COLUMNS if counts.get(k) or k in ("queued", "inflight")
+        )
+        lines.append(f"balancer {name} ({counts.get('strategy', '')}): {parts}")
+    return "\n".join(lines)

@@ -68,6 +68,9 @@ def test_tasks_spread_over_three_instances(cogo):
     assert min(spread.values()) >= 5, spread
     status = json.loads(cogo.run("status", "--json").stdout)
     assert status["balancer"]["workers"]["rt"]["success"] == 30
+    assert "balancer rt (least-outstanding): queued 0, inflight 0, accepted 30, success 30" in cogo.run("status").stdout
+    top = cogo.run("top", "-n", "1").stdout
+    assert "balancer" in top and "IN FLIGHT" in top and " 30 " in top
 
 
 def test_priority_order_under_saturation(cogo):
