@@ -28,7 +28,7 @@ from cogoctl.supervisor.instance import Instance, Want
 from cogoctl.supervisor.logs import RotatingLog, mask_secrets, secret_values, utc_stamp
 from cogoctl.supervisor.metrics import ProcessSampler
 from cogoctl.supervisor.process import ManagedProcess
-from cogoctl.supervisor.states import DOWN, State, should_restart
+from cogoctl.supervisor.states import State, should_restart
 from cogoctl.units import format_duration
 
 log = logging.getLogger("cogoctl.supervisor")
@@ -565,9 +565,6 @@ class Manager:
     def status(self, target: str | None = None) -> list[dict[str, Any]]:
         insts: Iterable[Instance] = self.resolve(target) if target else self.resolve("all")
         return [i.snapshot() for i in insts]
-
-    def all_down(self, insts: Iterable[Instance]) -> bool:
-        return all(i.state in DOWN for i in insts)
 
 
 def _free_port() -> int:

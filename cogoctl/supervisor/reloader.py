@@ -6,7 +6,6 @@ import asyncio
 import dataclasses
 from typing import TYPE_CHECKING, Any
 
-from cogoctl.errors import CogoError
 from cogoctl.profile import Profile, load_profile
 from cogoctl.supervisor.balancer import Chooser
 from cogoctl.supervisor.reload import Action, plan
@@ -76,7 +75,3 @@ class Reloader:
                             "pids": [i.pid for i in m.by_worker.get(name, []) if i.alive]})  # fmt: skip
         d.watcher_changed()
         return outcome
-
-
-class ReloadError(CogoError):
-    pass
