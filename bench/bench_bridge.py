@@ -12,7 +12,7 @@ import statistics
 import subprocess
 import time
 
-from bench.common import COGOCTL, ROOT, TempDir, cogo_env, free_port, machine, pct
+from bench.common import COGOCTL, ROOT, TempDir, cogo_env, free_ports, machine, pct
 
 ECHO = ROOT / "tests" / "integration" / "workers" / "tcp_echo.py"
 
@@ -64,7 +64,7 @@ def main() -> None:
     ap.add_argument("--mb", type=int, default=64)
     ap.add_argument("--pings", type=int, default=2000)
     args = ap.parse_args()
-    legacy, target = free_port(), free_port()
+    legacy, target = free_ports(2)
     with TempDir() as d:
         (d / "p.yaml").write_text(f"""
 workers:

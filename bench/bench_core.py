@@ -26,6 +26,7 @@ from bench.common import (
     TempDir,
     cogo_env,
     free_port,
+    free_ports,
     machine,
     median_ms,
     tools_venv,
@@ -122,11 +123,26 @@ class CogoNoCgroups(Cogo):
     cgroups = False
 
 
-class Supervisord:
+class _Tool:
+    """A supervisor we compare with, installed in bench/.venv-tools."""
+
+    @staticmethod
+    def write_conf(d: Path, ports: list[int]) -> Path:
+        raise NotImplementedError
+
     def __init__(self, d: Path, ports: list[int], bin_: Path) -> None:
-        self.conf = supervisord_conf(d, ports)
+        self.conf = self.write_conf(d, ports)
         self.bin = bin_
         self.d = d
+
+    @staticmethod
+    def wait_gone(pid: int) -> None:
+        if psutil.pid_exists(pid):
+            psutil.wait_procs([psutil.Process(pid)], timeout=20)
+
+
+class Supervisord(_Tool):
+    write_conf = staticmethod(supervisord_conf)
 
     def up(self) -> None:
         subprocess.run([str(self.bin / "supervisord"), "-c", str(self.conf)], check=True)
@@ -147,14 +163,11 @@ class Supervisord:
     def down(self) -> None:
         pid = self.daemon_pid()
         self.ctl("shutdown")
-        psutil.wait_procs([psutil.Process(pid)], timeout=20) if psutil.pid_exists(pid) else None
+        self.wait_gone(pid)
 
 
-class Circus:
-    def __init__(self, d: Path, ports: list[int], bin_: Path) -> None:
-        self.conf = circus_conf(d, ports)
-        self.bin = bin_
-        self.d = d
+class Circus(_Tool):
+    write_conf = staticmethod(circus_conf)
 
     def up(self) -> None:
         subprocess.run([str(self.bin / "circusd"), "--daemon", str(self.conf)], check=True, capture_output=True)
@@ -174,8 +187,7 @@ class Circus:
             return
         subprocess.run([str(self.bin / "circusctl"), "--endpoint", f"ipc://{self.d}/circus.sock", "quit"],
                        capture_output=True, timeout=30)  # fmt: skip
-        if psutil.pid_exists(pid):
-            psutil.wait_procs([psutil.Process(pid)], timeout=20)
+        self.wait_gone(pid)
 
 
 def kill_leftovers(ports: list[int]) -> None:
@@ -228,7 +240,7 @@ def kill_to_healthy(runner_cls, runs: int, bin_: Path | None) -> list[float]:
 def status_time(runner_cls, n: int, runs: int, bin_: Path | None) -> list[float]:
     out = []
     with TempDir() as d:
-        ports = [free_port() for _ in range(n)]
+        ports = free_ports(n)
         r = runner_cls(d, ports) if bin_ is None else runner_cls(d, ports, bin_)
         r.up()
         try:
@@ -248,7 +260,7 @@ def up_to_healthy(runner_cls, runs: int, bin_: Path | None) -> list[float]:
     out = []
     for _ in range(runs):
         with TempDir() as d:
-            ports = [free_port() for _ in range(3)]
+            ports = free_ports(3)
             r = runner_cls(d, ports) if bin_ is None else runner_cls(d, ports, bin_)
             t0 = time.perf_counter()
             r.up()
@@ -262,7 +274,7 @@ def up_to_healthy(runner_cls, runs: int, bin_: Path | None) -> list[float]:
 
 def idle_rss(runner_cls, n: int, bin_: Path | None, settle: float = 5.0) -> float:
     with TempDir() as d:
-        ports = [free_port() for _ in range(n)]
+        ports = free_ports(n)
         r = runner_cls(d, ports) if bin_ is None else runner_cls(d, ports, bin_)
         r.up()
         try:

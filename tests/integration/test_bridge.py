@@ -17,13 +17,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.integration.helpers import CLI, WORKERS, free_port, get_unix, wait_until
+from tests.integration.helpers import CLI, WORKERS, free_ports, get_unix, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
 
 def bridge_profile(cogo, mode: str = "echo", instances: int = 1, extra: str = "", out: str = "") -> tuple[int, int]:
-    legacy, target = free_port(), free_port()
+    legacy, target = free_ports(2)
     cogo.write_profile(f"""
 defaults:
   heartbeat_interval: 300ms  # the bridge's counters ride on its heartbeats
