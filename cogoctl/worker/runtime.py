@@ -282,7 +282,10 @@ class Worker:
                 await send(protocol.encode(frame))
             except ConnectionClosed:
                 return
-            await asyncio.sleep(interval)
+            # on the wall-clock grid of the interval: every worker's heartbeat lands in the same
+            # few milliseconds, and the supervisor handles them in one wake-up with warm caches
+            # instead of one cold wake-up each (measured: docs/BENCHMARKS.md)
+            await asyncio.sleep(interval - time.time() % interval)
 
 
 class LinkRefused(Exception):
