@@ -237,15 +237,21 @@ def kill_to_healthy(runner_cls, runs: int, bin_: Path | None) -> list[float]:
     return out
 
 
+def started(runner_cls, d: Path, ports: list[int], bin_: Path | None):
+    """The supervisor under test, up, with every worker answering /health."""
+    r = runner_cls(d, ports) if bin_ is None else runner_cls(d, ports, bin_)
+    r.up()
+    for p in ports:
+        wait_health(p)
+    return r
+
+
 def status_time(runner_cls, n: int, runs: int, bin_: Path | None) -> list[float]:
     out = []
     with TempDir() as d:
         ports = free_ports(n)
-        r = runner_cls(d, ports) if bin_ is None else runner_cls(d, ports, bin_)
-        r.up()
+        r = started(runner_cls, d, ports, bin_)
         try:
-            for p in ports:
-                wait_health(p)
             r.status()  # warm the page cache
             for _ in range(runs):
                 t0 = time.perf_counter()
@@ -261,11 +267,8 @@ def up_to_healthy(runner_cls, runs: int, bin_: Path | None) -> list[float]:
     for _ in range(runs):
         with TempDir() as d:
             ports = free_ports(3)
-            r = runner_cls(d, ports) if bin_ is None else runner_cls(d, ports, bin_)
             t0 = time.perf_counter()
-            r.up()
-            for p in ports:
-                wait_health(p)
+            r = started(runner_cls, d, ports, bin_)
             out.append(time.perf_counter() - t0)
             r.down()
             kill_leftovers(ports)
@@ -275,12 +278,9 @@ def up_to_healthy(runner_cls, runs: int, bin_: Path | None) -> list[float]:
 def idle_rss(runner_cls, n: int, bin_: Path | None, settle: float = 5.0) -> float:
     with TempDir() as d:
         ports = free_ports(n)
-        r = runner_cls(d, ports) if bin_ is None else runner_cls(d, ports, bin_)
-        r.up()
+        r = started(runner_cls, d, ports, bin_)
         try:
-            for p in ports:
-                wait_health(p)
-            time.sleep(settle)
+            time.sleep(settle)  # idle on purpose: RSS after settling
             return psutil.Process(r.daemon_pid()).memory_info().rss / 1048576
         finally:
             r.down()

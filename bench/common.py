@@ -12,6 +12,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from tests.integration.helpers import free_port, free_ports
+
+__all__ = ["free_port", "free_ports"]  # re-exported for the benches
+
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 COGOCTL = [PY, "-m", "cogoctl"]
@@ -25,25 +29,6 @@ def median_ms(xs: list[float]) -> float:
 def pct(xs: list[float], p: float) -> float:
     s = sorted(xs)
     return s[min(len(s) - 1, round(p / 100 * (len(s) - 1)))]
-
-
-def free_port() -> int:
-    return free_ports(1)[0]
-
-
-def free_ports(n: int) -> list[int]:
-    """n distinct free ports: the sockets stay bound until all are chosen (one at a time, the
-    kernel may hand out the same port twice)."""
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [int(s.getsockname()[1]) for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def health_ok(port: int) -> bool:

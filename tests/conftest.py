@@ -28,16 +28,22 @@ def tagged_processes(tag: str = RUN_TAG) -> list[psutil.Process]:
     return found
 
 
+def kill_left_behind(procs: list[psutil.Process]) -> list[str]:
+    """Give procs 5 s to go; kill and describe the ones still alive (zombies count as gone)."""
+    _, alive = psutil.wait_procs(procs, timeout=5)
+    desc = []
+    for p in alive:
+        try:
+            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                desc.append(f"{p.pid} {' '.join(p.cmdline())[:120]}")
+                p.kill()
+        except psutil.Error:
+            pass
+    return desc
+
+
 @pytest.fixture(scope="session", autouse=True)
 def no_process_left_behind():
     yield
-    deadline_procs = psutil.wait_procs(tagged_processes(), timeout=5)[1]
-    left = [p for p in deadline_procs if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
-    desc = []
-    for p in left:
-        try:
-            desc.append(f"{p.pid} {' '.join(p.cmdline())[:120]}")
-            p.kill()
-        except psutil.Error:
-            pass
+    desc = kill_left_behind(tagged_processes())
     assert not desc, "processes started by the test run are still alive:\n" + "\n".join(desc)

@@ -8,7 +8,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.conftest import tagged_processes
+from tests.conftest import kill_left_behind, tagged_processes
 from tests.integration.helpers import Cogo
 
 
@@ -35,14 +35,6 @@ def cogo():
         c.foreground.wait(30)
     if c.supervisor_pid() and psutil.pid_exists(c.supervisor_pid()):
         c.run("down", timeout=60)
-    _, alive = psutil.wait_procs(_case_processes(tag), timeout=5)
-    alive = [p for p in alive if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
-    leaked = []
-    for p in alive:
-        try:
-            leaked.append(f"{p.pid} {' '.join(p.cmdline())[:100]}")
-            p.kill()
-        except psutil.Error:
-            pass
+    leaked = kill_left_behind(_case_processes(tag))
     shutil.rmtree(root, ignore_errors=True)
     assert not leaked, "test left processes behind:\n" + "\n".join(leaked)
